@@ -1,0 +1,243 @@
+"""The ``autodl`` command line: parses arguments, calls the orchestrator, prints.
+
+Heavy libraries (TensorFlow, Keras, Optuna) are imported inside the commands, so
+``autodl --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, NoReturn
+
+from autodl import __version__
+from autodl.config import DEFAULT_STORAGE, PRUNERS, SAMPLERS, TRAINING_SPACE, TuneConfig
+from autodl.datasets import DATASETS
+from autodl.errors import AutodlError
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors as one line and exit code 2, like every other user error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _params(hyperparameters: dict[str, Any]) -> str:
+    return " ".join(f"{k}={_fmt(v)}" for k, v in hyperparameters.items())
+
+
+class ProgressPrinter:
+    """Prints one line per finished trial; on a terminal also a live line per epoch."""
+
+    def __init__(self, out=sys.stdout, live=sys.stderr) -> None:
+        self.out = out
+        self.live = live if live.isatty() else None
+
+    def _clear_live(self) -> None:
+        if self.live:
+            self.live.write("\r\033[K")
+            self.live.flush()
+
+    def started(self, study_name: str, storage_url: str, data: str, finished: int,
+                requested: int) -> None:
+        """Announce the study and its data."""
+        todo = max(requested - finished, 0)
+        action = f"running {todo} more" if todo else "nothing left to run"
+        print(f"Study {study_name} ({storage_url}): {finished} of {requested} trials finished, "
+              f"{action}", file=self.out)
+        print(f"Data: {data}", file=self.out, flush=True)
+
+    def epoch_end(self, trial_number: int, epoch: int, record: dict[str, float]) -> None:
+        """Update the live line."""
+        if self.live:
+            self.live.write(f"\r\033[K  trial {trial_number} epoch {epoch}: "
+                            f"val_accuracy {record.get('val_accuracy', float('nan')):.4f}")
+            self.live.flush()
+
+    def trial_finished(self, result, best) -> None:
+        """Print the trial's line, marking a new best with '*'."""
+        self._clear_live()
+        value = f"{result.value:.4f}" if result.value is not None else "  -   "
+        mark = "*" if best is not None and best.number == result.number else " "
+        seconds = f"{result.seconds:6.1f}s" if result.seconds is not None else "      -"
+        detail = result.reason if result.state != "COMPLETE" else _params(result.hyperparameters)
+        print(f"trial {result.number:4d} {result.state:<8} val_acc {value}{mark} "
+              f"epochs {result.epochs:3d} {seconds}  {detail}", file=self.out, flush=True)
+
+
+def _print_summary(summary) -> None:
+    counts = summary.counts
+    finished = counts["COMPLETE"] + counts["PRUNED"]
+    print()
+    print(f"{finished} of {summary.requested} trials finished: {counts['COMPLETE']} complete, "
+          f"{counts['PRUNED']} pruned ({counts['FAIL']} failed)")
+    if summary.stop_reason:
+        print(f"Stopped early: {summary.stop_reason}")
+    if summary.best is None:
+        print("No trial completed, so there is no best model yet.")
+    else:
+        best = summary.best
+        rows = [
+            ("best trial", f"#{best.number}"),
+            ("validation accuracy", f"{best.value:.4f}"),
+            ("test accuracy", f"{summary.test_accuracy:.4f}"),
+            ("parameters", f"{summary.params_count:,}"),
+            ("epochs trained", str(best.epochs)),
+        ]
+        rows += [(f"  {name}", _fmt(value)) for name, value in best.hyperparameters.items()]
+        width = max(len(name) for name, _ in rows)
+        for name, value in rows:
+            print(f"{name:<{width}}  {value}")
+        print(f"Model:  {summary.model_path}")
+    print(f"Study:  {summary.study_name} in {summary.storage}")
+    print(f"Browse: optuna-dashboard {summary.storage} --artifact-dir {summary.artifact_dir}")
+
+
+@contextlib.contextmanager
+def _native_stderr_hidden(hidden: bool) -> Iterator[None]:
+    """Hide TensorFlow's C++ start-up lines (oneDNN, CUDA probing): they bypass logging."""
+    if not hidden:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _load_backend(debug: bool) -> None:
+    with _native_stderr_hidden(not debug):
+        from autodl.tuner import setup_devices
+
+        setup_devices()
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from autodl.config import load_config
+
+    options = {name: getattr(args, name) for name in TuneConfig.__dataclass_fields__
+               if name != "space"}
+    config = load_config(options, args.space, args.set or [])
+    _load_backend(args.debug)
+    from autodl.tuner import tune
+
+    summary = tune(config, ProgressPrinter())
+    _print_summary(summary)
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    _load_backend(args.debug)
+    from autodl.tuner import describe_plugins
+
+    shape = tuple(int(d) for d in args.input_shape.split(","))
+    infos = describe_plugins([args.name] if args.name else None, shape, args.classes)
+    for info in infos:
+        print(f"{info.name:<20} {info.source:<12} {info.description}")
+        if info.problem:
+            print(f"    (hyperparameters unavailable: {info.problem})")
+        for name, description in info.hyperparameters.items():
+            print(f"    {name:<18} {description}")
+    if args.name:
+        print("\nTraining hyperparameters searched by autodl for every plugin "
+              "(unless it compiles its own models):")
+        for name, spec in TRAINING_SPACE.items():
+            print(f"    {name:<18} {spec.describe()}")
+    return 0
+
+
+def _input_shape(text: str) -> str:
+    parts = text.split(",")
+    if not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(f"expected sizes like 28,28,1, got {text!r}")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    parser = _Parser(prog="autodl", description="Tune Keras models with Optuna, using "
+                     "KerasTuner-style architecture plugins.")
+    parser.add_argument("--version", action="version", version=f"autodl {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and library logs")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    tune = commands.add_parser(
+        "tune", help="run or continue a study",
+        description="Tune an architecture's hyperparameters with Optuna. Running the same "
+        "command again continues the study up to --trials finished trials.",
+    )
+    tune.add_argument("--arch", help="plugin name (see `autodl plugins`), kt:HyperResNet, "
+                      "or path/to/model.py[:NAME]")
+    tune.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default: digits)")
+    tune.add_argument("--trials", type=int, help="finished trials the study should hold "
+                      "(default: 20)")
+    tune.add_argument("--epochs", type=int, help="most epochs per trial (default: 20)")
+    tune.add_argument("--patience", type=int,
+                      help="early-stopping patience in epochs (default: 3)")
+    tune.add_argument("--pruner", help=f"{'|'.join(PRUNERS)} (default: hyperband)")
+    tune.add_argument("--sampler", help=f"{'|'.join(SAMPLERS)} (default: tpe)")
+    tune.add_argument("--space", metavar="FILE", help="study config file (TOML), "
+                      "e.g. studies/example.toml")
+    tune.add_argument("--set", action="append", metavar="NAME=VALUE",
+                      help="fix or narrow a hyperparameter, e.g. --set optimizer=adam "
+                      "--set 'batch_size=[32,64]' (repeatable)")
+    tune.add_argument("--storage", help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    tune.add_argument("--study", help="study name (default: <arch>-<dataset>)")
+    tune.add_argument("--seed", type=int, help="seed for the sampler, data splits, NumPy, Keras")
+    tune.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    tune.add_argument("--val-split", dest="val_split", type=float,
+                      help="validation fraction of the training data (default: 0.1)")
+    tune.add_argument("--test-split", dest="test_split", type=float,
+                      help="test fraction held out when the dataset has no test split "
+                      "(default: 0.2)")
+    tune.add_argument("--max-samples", dest="max_samples", type=int,
+                      help="use at most this many training (and test) examples")
+    tune.add_argument("--image-size", dest="image_size", type=int,
+                      help="side in pixels that images:DIR photos are resized to (default: 96)")
+    tune.add_argument("--weights", help="for mobilenetv2: imagenet (default), none, or a "
+                      "local no-top weights file PATH.h5")
+    tune.set_defaults(handler=_tune)
+
+    plugins = commands.add_parser(
+        "plugins", help="list architecture plugins and their hyperparameters",
+        description="List plugins, with the hyperparameters a dry build declares.",
+    )
+    plugins.add_argument("name", nargs="?", help="show one plugin (a name or a file path.py)")
+    plugins.add_argument("--input-shape", type=_input_shape, default="32,32,3",
+                         help="sample input shape for the dry build (default: 32,32,3)")
+    plugins.add_argument("--classes", type=int, default=10, help="sample class count")
+    plugins.set_defaults(handler=_plugins)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``autodl`` command; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    if not args.debug:
+        # Before TensorFlow loads: keep its C++ start-up logging off the user's screen.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return args.handler(args)
+    except AutodlError as error:
+        if args.debug:
+            raise
+        print(f"autodl: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nautodl: interrupted", file=sys.stderr)
+        return 130

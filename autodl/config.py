@@ -1,0 +1,423 @@
+"""Study configuration: the search space and the options of ``autodl tune``.
+
+The search space is made of *specs*: an integer or float range, a list of choices, or a
+fixed value. Plugins declare their hyperparameters in KerasTuner style (``hp.Int(...)``);
+the core declares the training ones (``TRAINING_SPACE``). A study config file or ``--set``
+narrows any of them; :meth:`Space.resolve` merges what was declared with what the user
+asked for and refuses what the declaration cannot take.
+
+A study config file is TOML with two optional tables::
+
+    [tune]                       # any option of `autodl tune`, as on the command line
+    arch = "cnn"
+    epochs = 10
+
+    [space]
+    learning_rate = {low = 1e-4, high = 1e-2, log = true}
+    batch_size = [32, 64]        # a list is a choice
+    optimizer = "adam"           # a plain value is fixed
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from autodl.errors import AutodlError
+
+Scalar = Union[bool, int, float, str]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Compare values the way a user means them: ``True`` is not ``1``, ``1`` is ``1.0``."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return a == b
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """Integers ``low..high`` (inclusive) on a grid of ``step``, optionally log-uniform."""
+
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one of this range's integers."""
+        return (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and self.low <= value <= self.high
+            and (value - self.low) % self.step == 0
+        )
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``int 2..20 log``."""
+        step = f" step {self.step}" if self.step != 1 else ""
+        return f"int {self.low}..{self.high}{step}{' log' if self.log else ''}"
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """Floats ``low..high``; ``zero`` adds 0 as an alternative (as for weight decay)."""
+
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+    zero: bool = False
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` lies in this range (or is 0 when ``zero`` is set)."""
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return (self.zero and value == 0) or self.low <= value <= self.high
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``0, or float 1e-06..0.1 log``."""
+        step = f" step {_fmt(self.step)}" if self.step else ""
+        text = f"float {_fmt(self.low)}..{_fmt(self.high)}{step}{' log' if self.log else ''}"
+        return f"0, or {text}" if self.zero else text
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed list of values."""
+
+    values: tuple[Scalar, ...]
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is one of the choices."""
+        return any(_same(value, choice) for choice in self.values)
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``one of 16, 32, 64``."""
+        return "one of " + ", ".join(_fmt(v) for v in self.values)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """A value that is not searched."""
+
+    value: Scalar
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is the fixed value."""
+        return _same(value, self.value)
+
+    def describe(self) -> str:
+        """One line for people, e.g. ``fixed 'adam'``."""
+        return f"fixed {_fmt(self.value)}"
+
+
+Spec = Union[IntRange, FloatRange, Choice, Fixed]
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
+
+#: The training hyperparameters the core owns and suggests for every trial.
+TRAINING_SPACE: dict[str, Spec] = {
+    "learning_rate": FloatRange(1e-5, 1e-1, log=True),
+    "batch_size": Choice((16, 32, 64, 128, 256)),
+    "optimizer": Choice(OPTIMIZERS),
+    "weight_decay": FloatRange(1e-6, 1e-1, log=True, zero=True),
+}
+
+#: Documented defaults for architecture hyperparameters that plugins share; a plugin that
+#: declares one gets the overlap of its own range and this one.
+SHARED_DEFAULTS: dict[str, Spec] = {
+    "depth": IntRange(2, 20),
+    "dropout": FloatRange(0.0, 0.5),
+}
+
+
+def first_value(spec: Spec) -> Scalar:
+    """The value a spec takes when nothing is searched (dry builds, listings)."""
+    if isinstance(spec, Fixed):
+        return spec.value
+    if isinstance(spec, Choice):
+        return spec.values[0]
+    return 0.0 if isinstance(spec, FloatRange) and spec.zero else spec.low
+
+
+def _overlap(declared: Spec, default: Spec) -> Spec:
+    """The declared range cut to a shared default range, or the declared one if they miss."""
+    if type(declared) is not type(default) or not isinstance(declared, (IntRange, FloatRange)):
+        return declared
+    low, high = max(declared.low, default.low), min(declared.high, default.high)
+    return dataclasses.replace(declared, low=low, high=high) if low <= high else declared
+
+
+def _narrow(name: str, declared: Spec, wanted: Spec) -> Spec:
+    """Apply the user's ``wanted`` spec to what the plugin or core ``declared``."""
+    where = f"{name} takes {declared.describe()}"
+    if isinstance(wanted, Fixed):
+        if not declared.contains(wanted.value):
+            raise AutodlError(f"{name}={_fmt(wanted.value)} is not allowed: {where}")
+        if isinstance(declared, FloatRange) and isinstance(wanted.value, int):
+            return Fixed(float(wanted.value))
+        return wanted
+    if isinstance(wanted, Choice):
+        bad = [v for v in wanted.values if not declared.contains(v)]
+        if bad:
+            raise AutodlError(f"{name}: {', '.join(map(_fmt, bad))} not allowed: {where}")
+        return wanted
+    if isinstance(declared, (Choice, Fixed)):
+        raise AutodlError(f"{name} cannot be a range: {where}; give a list or a value")
+    if isinstance(declared, IntRange) and isinstance(wanted, FloatRange):
+        raise AutodlError(f"{name} needs whole numbers: {where}")
+    if isinstance(declared, FloatRange) and isinstance(wanted, IntRange):
+        wanted = FloatRange(float(wanted.low), float(wanted.high), log=wanted.log)
+    zero_ok = not getattr(wanted, "zero", False) or getattr(declared, "zero", False)
+    if wanted.low < declared.low or wanted.high > declared.high or not zero_ok:
+        raise AutodlError(f"{name} range {wanted.describe()} is outside what it allows: {where}")
+    return wanted
+
+
+@dataclass(frozen=True)
+class Space:
+    """The user's changes to the search space, by hyperparameter name."""
+
+    overrides: dict[str, Spec] = field(default_factory=dict)
+
+    def resolve(self, name: str, declared: Spec) -> Spec:
+        """The spec to search for ``name``, given what its owner declared.
+
+        Raises:
+            AutodlError: If the user's setting does not fit the declaration.
+        """
+        wanted = self.overrides.get(name)
+        if wanted is not None:
+            return _narrow(name, declared, wanted)
+        default = SHARED_DEFAULTS.get(name)
+        return _overlap(declared, default) if default is not None else declared
+
+    def check_known(self, known: set[str], arch: str) -> None:
+        """Refuse overrides of names neither the core nor the plugin declares."""
+        unknown = sorted(set(self.overrides) - known)
+        if unknown:
+            raise AutodlError(
+                f"unknown hyperparameter {', '.join(unknown)} for arch {arch}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+
+    def describe(self) -> dict[str, str]:
+        """The overrides as ``{name: description}``, for storing on the study."""
+        return {name: spec.describe() for name, spec in sorted(self.overrides.items())}
+
+
+_RANGE_KEYS = {"low", "high", "step", "log", "zero"}
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, (bool, int, float, str))
+
+
+def parse_spec(name: str, raw: Any) -> Spec:
+    """Turn a TOML value into a spec: a scalar is fixed, a list a choice, a table a range.
+
+    Raises:
+        AutodlError: If the value is not a valid spec.
+    """
+    if _is_scalar(raw):
+        return Fixed(raw)
+    if isinstance(raw, list):
+        if not raw or not all(_is_scalar(v) for v in raw):
+            raise AutodlError(f"{name}: a choice must be a non-empty list of plain values")
+        return Choice(tuple(raw))
+    if not isinstance(raw, dict):
+        raise AutodlError(f"{name}: expected a value, a list or a table, got {raw!r}")
+    if set(raw) == {"values"}:
+        return parse_spec(name, list(raw["values"]))
+    extra = set(raw) - _RANGE_KEYS
+    if extra or not {"low", "high"} <= set(raw):
+        raise AutodlError(
+            f"{name}: a range needs low and high (and may have step, log, zero); "
+            f"got {', '.join(sorted(raw))}"
+        )
+    low, high, step = raw["low"], raw["high"], raw.get("step")
+    log, zero = raw.get("log", False), raw.get("zero", False)
+    numbers = [v for v in (low, high, step) if v is not None]
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
+        raise AutodlError(f"{name}: low, high and step must be numbers")
+    if not isinstance(log, bool) or not isinstance(zero, bool):
+        raise AutodlError(f"{name}: log and zero must be true or false")
+    if low > high:
+        raise AutodlError(f"{name}: low ({_fmt(low)}) is greater than high ({_fmt(high)})")
+    if log and low <= 0:
+        raise AutodlError(f"{name}: a log range needs low > 0")
+    if step is not None and step <= 0:
+        raise AutodlError(f"{name}: step must be positive")
+    if log and step is not None:
+        raise AutodlError(f"{name}: a log range cannot have a step")
+    if all(isinstance(v, int) for v in numbers) and not zero:
+        return IntRange(low, high, step or 1, log)
+    return FloatRange(float(low), float(high), None if step is None else float(step), log, zero)
+
+
+def parse_assignment(text: str) -> tuple[str, Spec]:
+    """Parse ``--set name=value``; the value is TOML (``0.1``, ``[32, 64]``) or a bare word.
+
+    Raises:
+        AutodlError: If the text is not ``name=value``.
+    """
+    name, sep, value = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not value.strip():
+        raise AutodlError(f"--set expects name=value, got {text!r}")
+    try:
+        raw = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        raw = value.strip()
+    return name, parse_spec(name, raw)
+
+
+PRUNERS = ("hyperband", "median", "sha", "none")
+SAMPLERS = ("tpe", "random", "cmaes", "gp")
+DEFAULT_STORAGE = "sqlite:///studies/autodl.db"
+_STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    """Everything ``autodl tune`` runs with; built by :func:`load_config`."""
+
+    arch: str
+    dataset: str = "digits"
+    trials: int = 20
+    epochs: int = 20
+    patience: int = 3
+    pruner: str = "hyperband"
+    sampler: str = "tpe"
+    storage: str = DEFAULT_STORAGE
+    study: str | None = None
+    seed: int | None = None
+    timeout: float | None = None
+    val_split: float = 0.1
+    test_split: float = 0.2
+    max_samples: int | None = None
+    image_size: int = 96
+    weights: str | None = None
+    space: Space = field(default_factory=Space)
+
+    @property
+    def study_name(self) -> str:
+        """The study's name: ``--study``, or ``<arch>-<dataset>``."""
+        if self.study:
+            return self.study
+        arch = Path(self.arch.split(":")[0]).stem if self.arch.endswith(".py") else self.arch
+        dataset = re.sub(r"[^A-Za-z0-9._-]+", "_", self.dataset.split(":")[0])
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{arch}-{dataset}")
+
+    def validate(self) -> None:
+        """Check every option before anything runs.
+
+        Raises:
+            AutodlError: Naming the first bad option and what it accepts.
+        """
+        for name in ("trials", "epochs"):
+            if getattr(self, name) < 1:
+                raise AutodlError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.patience < 1:
+            raise AutodlError(f"--patience must be at least 1, got {self.patience}")
+        if self.pruner not in PRUNERS:
+            raise AutodlError(f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}")
+        if self.sampler not in SAMPLERS:
+            raise AutodlError(
+                f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}"
+            )
+        for name in ("val_split", "test_split"):
+            if not 0 < getattr(self, name) < 1:
+                raise AutodlError(f"--{name.replace('_', '-')} must be between 0 and 1")
+        if self.max_samples is not None and self.max_samples < 10:
+            raise AutodlError("--max-samples must be at least 10")
+        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
+            raise AutodlError("--timeout must be a positive number of seconds")
+        if self.image_size < 8:
+            raise AutodlError("--image-size must be at least 8")
+        if not _STUDY_NAME.fullmatch(self.study_name):
+            raise AutodlError(
+                f"bad study name {self.study_name!r}: use letters, digits, '.', '_' and '-' "
+                "(starting with a letter or digit)"
+            )
+
+
+_OPTIONS = {f.name: f for f in dataclasses.fields(TuneConfig) if f.name != "space"}
+
+
+def _read_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read a study config file into its ``[tune]`` and ``[space]`` tables."""
+    file = Path(path)
+    if not file.is_file():
+        raise AutodlError(f"space file not found: {path}")
+    try:
+        document = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise AutodlError(f"{path} is not valid TOML: {error}") from None
+    extra = set(document) - {"tune", "space"}
+    if extra:
+        raise AutodlError(f"{path}: unknown table {', '.join(sorted(extra))}; use [tune], [space]")
+    tune, space = document.get("tune", {}), document.get("space", {})
+    unknown = set(tune) - set(_OPTIONS)
+    if unknown:
+        raise AutodlError(
+            f"{path}: unknown option {', '.join(sorted(unknown))} in [tune]; "
+            f"known: {', '.join(sorted(_OPTIONS))}"
+        )
+    return tune, space
+
+
+def _check_type(name: str, value: Any) -> Any:
+    """Check a ``[tune]`` value against the option's type (CLI values are already typed)."""
+    kind = _OPTIONS[name].type
+    if "int" in kind and "float" not in kind and (isinstance(value, bool) or
+                                                  not isinstance(value, int)):
+        raise AutodlError(f"option {name} must be a whole number, got {value!r}")
+    if "float" in kind and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise AutodlError(f"option {name} must be a number, got {value!r}")
+    if kind.startswith("str") and not isinstance(value, str):
+        raise AutodlError(f"option {name} must be text, got {value!r}")
+    return value
+
+
+def load_config(
+    options: dict[str, Any], space_file: str | None = None, assignments: list[str] = ()
+) -> TuneConfig:
+    """Combine command-line options, a study config file and ``--set`` assignments.
+
+    Command-line options win over the file's ``[tune]`` table, which wins over defaults;
+    ``--set`` wins over the file's ``[space]`` table.
+
+    Args:
+        options: Option values by name; ``None`` means "not given".
+        space_file: Path of a TOML study config file, if any.
+        assignments: ``name=value`` strings from ``--set``.
+
+    Returns:
+        The validated configuration.
+
+    Raises:
+        AutodlError: For a missing or malformed file, or any invalid value.
+    """
+    tune, raw_space = _read_config_file(space_file) if space_file else ({}, {})
+    values = {name: _check_type(name, value) for name, value in tune.items()}
+    values.update({k: v for k, v in options.items() if v is not None})
+    overrides = {name: parse_spec(name, raw) for name, raw in raw_space.items()}
+    overrides.update(parse_assignment(text) for text in assignments)
+    if not values.get("arch"):
+        raise AutodlError("--arch is required (see `autodl plugins` for the choices)")
+    config = TuneConfig(**values, space=Space(overrides))
+    config.validate()
+    return config

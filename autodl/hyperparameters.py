@@ -1,0 +1,110 @@
+"""The bridge: KerasTuner's ``HyperParameters`` API answered by an Optuna trial.
+
+A hypermodel's ``build(hp)`` receives :class:`OptunaHyperParameters`. It *is* a
+``keras_tuner.HyperParameters`` (conditional scopes, name scopes, ``hp.values``,
+defaults all behave as in KerasTuner), except that the first time an active
+hyperparameter is registered its value comes from the matching Optuna suggestion
+under the same name. Inactive (conditional) hyperparameters are never suggested.
+
+Without a trial it answers with defaults, which is how plugins are listed and
+checked ("dry builds").
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import keras_tuner
+from keras_tuner.engine import hyperparameters as kt
+
+from autodl.config import Choice, Fixed, FloatRange, IntRange, Space, Spec, first_value
+
+if TYPE_CHECKING:
+    import optuna
+
+
+def spec_from_keras_tuner(hp: kt.HyperParameter) -> Spec:
+    """The search-space spec that matches a KerasTuner hyperparameter.
+
+    Log and reverse-log ranges with a multiplicative ``step``, and reverse-log ranges,
+    have no Optuna distribution; they become a choice among KerasTuner's own
+    enumeration of their values.
+    """
+    if isinstance(hp, kt.Fixed):
+        return Fixed(hp.value)
+    if isinstance(hp, kt.Boolean):
+        return Choice((False, True))
+    if isinstance(hp, kt.Choice):
+        return Choice(tuple(hp.values))
+    if isinstance(hp, (kt.Int, kt.Float)):
+        continuous_log = hp.sampling == "log" and hp.step in (None, 1)
+        if hp.sampling == "linear" or continuous_log:
+            if isinstance(hp, kt.Int):
+                return IntRange(hp.min_value, hp.max_value, hp.step or 1, continuous_log)
+            step = None if continuous_log else hp.step
+            return FloatRange(float(hp.min_value), float(hp.max_value), step, continuous_log)
+        return Choice(tuple(sorted(set(hp.values))))
+    raise TypeError(f"unsupported hyperparameter type {type(hp).__name__} for {hp.name!r}")
+
+
+def _unsupported(method: str):
+    def refuse(self: OptunaHyperParameters, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(f"hp.{method}() is not supported when autodl runs a hypermodel")
+
+    return refuse
+
+
+class OptunaHyperParameters(keras_tuner.HyperParameters):
+    """``keras_tuner.HyperParameters`` whose values are suggested by an Optuna trial.
+
+    Args:
+        space: The user's narrowing of the search space.
+        trial: The trial that suggests values; ``None`` for a dry build with defaults.
+
+    Attributes:
+        specs: The resolved spec of every active hyperparameter seen so far, by name.
+    """
+
+    def __init__(self, space: Space, trial: optuna.Trial | None = None) -> None:
+        super().__init__()
+        self.search_space = space
+        self.trial = trial
+        self.specs: dict[str, Spec] = {}
+
+    def declare(self, name: str, spec: Spec) -> Any:
+        """Register a hyperparameter given as a spec (the core's training ones) and value it."""
+        return self._choose(name, spec, first_value(spec))
+
+    def _register(self, hyperparameter: kt.HyperParameter, overwrite: bool = False) -> Any:
+        hp = hyperparameter
+        if hp.name not in self.values and self.is_active(hp):
+            self._choose(hp.name, spec_from_keras_tuner(hp), hp.default)
+        return super()._register(hp, overwrite)
+
+    def _choose(self, name: str, declared: Spec, default: Any) -> Any:
+        spec = self.search_space.resolve(name, declared)
+        self.specs[name] = spec
+        if self.trial is None:
+            value = default if spec.contains(default) else first_value(spec)
+        else:
+            value = _suggest(self.trial, name, spec)
+        self.values[name] = value
+        return value
+
+    # These would replace suggested values with ones Optuna never saw.
+    merge = _unsupported("merge")
+    ensure_active_values = _unsupported("ensure_active_values")
+
+
+def _suggest(trial: optuna.Trial, name: str, spec: Spec) -> Any:
+    """Ask the trial for a value of ``spec`` under ``name``."""
+    if isinstance(spec, Fixed):
+        return spec.value
+    if isinstance(spec, Choice):
+        return trial.suggest_categorical(name, list(spec.values))
+    if isinstance(spec, IntRange):
+        return trial.suggest_int(name, spec.low, spec.high, step=spec.step, log=spec.log)
+    # "0, or a log range" is two decisions: whether to use it, then how much.
+    if spec.zero and not trial.suggest_categorical(f"{name}_enabled", [False, True]):
+        return 0.0
+    return trial.suggest_float(name, spec.low, spec.high, step=spec.step, log=spec.log)

@@ -1,0 +1,192 @@
+"""Study storage: the Optuna storage, the study's recorded facts, and the best model.
+
+Everything lives in Optuna's own machinery: an ``RDBStorage`` (SQLite by default,
+PostgreSQL or MySQL by URL) for trials and study facts, and a
+``FileSystemArtifactStore`` for model files, which optuna-dashboard can show.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.trial import TrialState
+
+from autodl.config import DEFAULT_STORAGE
+from autodl.errors import AutodlError
+
+if TYPE_CHECKING:
+    import keras
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+FACTS_KEY = "autodl"
+_BACKENDS = ("sqlite", "postgresql", "mysql")
+
+
+def _parse_url(url: str) -> Any:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        parsed = None
+    if parsed is None or parsed.get_backend_name() not in _BACKENDS:
+        raise AutodlError(
+            f"malformed storage URL {url!r}; use sqlite:///path/to/file.db, "
+            "postgresql://user@host/db or mysql://user@host/db"
+        )
+    return parsed
+
+
+def _sqlite_file(url: str) -> Path | None:
+    parsed = _parse_url(url)
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not database or database == ":memory:":
+        return None
+    return Path(database)
+
+
+def check_storage_url(url: str) -> None:
+    """Check a storage URL's form, without connecting or writing anything.
+
+    Raises:
+        AutodlError: If the URL is malformed, or names a SQLite file in a missing folder
+            (other than the default one, which is created).
+    """
+    db_file = _sqlite_file(url)
+    if db_file is not None and url != DEFAULT_STORAGE and not db_file.parent.is_dir():
+        raise AutodlError(f"storage folder does not exist: {db_file.parent}")
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Open (creating if needed) the Optuna storage at ``url``.
+
+    Raises:
+        AutodlError: If the database cannot be reached or is not an Optuna database.
+    """
+    check_storage_url(url)
+    db_file = _sqlite_file(url)
+    engine_kwargs: dict[str, Any] = {}
+    if db_file is not None:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+        # Wait for a busy database (another worker, the dashboard) instead of failing.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as error:  # SQLAlchemy and driver errors: unreachable or not Optuna's
+        reason = str(error).splitlines()[0]
+        raise AutodlError(f"cannot open storage {url}: {reason}") from None
+
+
+def artifact_dir(url: str) -> Path:
+    """Where model files go: beside a SQLite database, else ``studies/artifacts``."""
+    db_file = _sqlite_file(url)
+    return (db_file.parent if db_file is not None else Path("studies")) / "artifacts"
+
+
+def best_model_path(url: str, study_name: str) -> Path:
+    """The stable path of a study's final best model file."""
+    return artifact_dir(url).parent / "models" / f"{study_name}.keras"
+
+
+def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler for ``--sampler``."""
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        return optuna.samplers.GPSampler(seed=seed)
+    # Multivariate grouped TPE models the conditional parameters (e.g. weight decay on/off).
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """The Optuna pruner for ``--pruner``; a trial's resource is its epoch count."""
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
+    if name == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(
+    storage: optuna.storages.BaseStorage,
+    name: str,
+    facts: dict[str, Any],
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
+    """Continue the study called ``name``, or create it and record ``facts`` on it.
+
+    Raises:
+        AutodlError: If the existing study was run with another arch or dataset.
+    """
+    if name in optuna.get_all_study_names(storage):
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+        recorded = study.user_attrs.get(FACTS_KEY, {})
+        for key in ("arch", "dataset"):
+            if recorded.get(key) != facts[key]:
+                raise AutodlError(
+                    f"study {name!r} was run with {key} {recorded.get(key)!r}, not "
+                    f"{facts[key]!r}; continue it with that {key}, or pass --study NEW_NAME"
+                )
+        return study
+    study = optuna.create_study(
+        study_name=name, storage=storage, direction="maximize", sampler=sampler, pruner=pruner
+    )
+    study.set_user_attr(FACTS_KEY, facts)
+    return study
+
+
+def finished_trials(study: optuna.Study) -> int:
+    """How many trials count towards ``--trials``: complete and pruned ones."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+class ModelStore:
+    """Keeps models in Optuna's artifact store, attached to their trials.
+
+    Args:
+        directory: The artifact folder (created if missing).
+    """
+
+    ARTIFACT_ATTR = "model_artifact_id"
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.store = FileSystemArtifactStore(str(directory))
+
+    def save(self, trial: optuna.Trial, model: keras.Model) -> None:
+        """Upload ``model`` as an artifact of ``trial`` and note its id on the trial."""
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"trial-{trial.number}.keras"
+            model.save(path)
+            artifact_id = upload_artifact(
+                artifact_store=self.store, file_path=str(path), study_or_trial=trial
+            )
+        trial.set_user_attr(self.ARTIFACT_ATTR, artifact_id)
+
+    def download(self, trial: optuna.trial.FrozenTrial, path: Path) -> Path:
+        """Write the trial's model to ``path`` (a ``.keras`` file), atomically.
+
+        Raises:
+            AutodlError: If the trial has no stored model.
+        """
+        artifact_id = trial.user_attrs.get(self.ARTIFACT_ATTR)
+        if artifact_id is None:
+            raise AutodlError(f"trial {trial.number} has no stored model")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.unlink(missing_ok=True)  # left by an interrupted download
+        download_artifact(artifact_store=self.store, artifact_id=artifact_id, file_path=str(partial))
+        os.replace(partial, path)
+        return path

@@ -1,0 +1,250 @@
+"""The trial runner: one Optuna trial builds the plugin's model, trains it and records it.
+
+Per trial it records on the Optuna trial (user attributes): ``hyperparameters`` (every
+value the model was built with, fixed ones too), ``params_count``, ``history`` (per epoch:
+loss, accuracy, val_loss, val_accuracy, seconds), ``train_seconds``, ``stopped_epoch``,
+``best_epoch``, and for failures ``fail_reason`` and ``fail_kind``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+import optuna
+
+from autodl.config import TRAINING_SPACE, Space
+from autodl.datasets import Splits
+from autodl.hyperparameters import OptunaHyperParameters
+
+MONITOR = "val_accuracy"
+_HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+class TrialFailed(Exception):
+    """Training went wrong in a way that fails this trial only (e.g. the loss became NaN)."""
+
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+class EpochListener(Protocol):
+    """Told about every finished epoch, for live progress."""
+
+    def epoch_end(self, trial_number: int, epoch: int, record: dict[str, float]) -> None:
+        """Called after each epoch with that epoch's history record."""
+
+
+def owns_compile(hypermodel: Any) -> bool:
+    """Whether a hypermodel compiles its own models (set ``owns_compile = True`` on it)."""
+    return bool(getattr(hypermodel, "owns_compile", False))
+
+
+def build_model(hypermodel: Any, hp: OptunaHyperParameters) -> keras.Model:
+    """Run ``hypermodel.build(hp)`` and check it returned a Keras model.
+
+    Raises:
+        TypeError: If ``build`` returned something else.
+    """
+    model = hypermodel.build(hp)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"build(hp) returned {type(model).__name__}, not a keras.Model")
+    return model
+
+
+def declare_training(hp: OptunaHyperParameters, hypermodel: Any) -> dict[str, Any]:
+    """Declare the core's training hyperparameters; a self-compiling plugin only gets a batch size."""
+    names = ["batch_size"] if owns_compile(hypermodel) else list(TRAINING_SPACE)
+    return {name: hp.declare(name, TRAINING_SPACE[name]) for name in names}
+
+
+def dry_build(hypermodel: Any, space: Space) -> OptunaHyperParameters:
+    """Build once with default values, to list and check a plugin's hyperparameters.
+
+    Returns:
+        The hyperparameters, with ``specs`` holding every one that was declared.
+    """
+    hp = OptunaHyperParameters(space)
+    declare_training(hp, hypermodel)
+    try:
+        build_model(hypermodel, hp)
+    finally:
+        keras.backend.clear_session()
+    return hp
+
+
+def make_optimizer(name: str, learning_rate: float, weight_decay: float) -> keras.Optimizer:
+    """The Keras optimizer for the core's ``optimizer`` choice (decoupled weight decay)."""
+    decay = weight_decay or None
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, weight_decay=decay)
+    optimizer_class = {
+        "adam": keras.optimizers.Adam,
+        "rmsprop": keras.optimizers.RMSprop,
+        "adagrad": keras.optimizers.Adagrad,
+    }[name]
+    return optimizer_class(learning_rate, weight_decay=decay)
+
+
+def uses_one_hot_labels(model: keras.Model) -> bool:
+    """Whether a model compiled by its plugin expects one-hot labels."""
+    loss = getattr(model, "loss", None)
+    name = loss if isinstance(loss, str) else getattr(loss, "name", type(loss).__name__)
+    return "categorical" in str(name).lower() and "sparse" not in str(name).lower()
+
+
+def encode_labels(model: keras.Model, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """Labels in the form the model's loss expects."""
+    if uses_one_hot_labels(model):
+        return keras.utils.to_categorical(labels, num_classes)
+    return labels
+
+
+class _TrialMonitor(keras.callbacks.Callback):
+    """Records each epoch, stops on a non-finite loss, reports to Optuna and asks to prune."""
+
+    def __init__(self, trial: optuna.Trial, listener: EpochListener) -> None:
+        super().__init__()
+        self.trial = trial
+        self.listener = listener
+        self.history: list[dict[str, float]] = []
+        self.failure: str | None = None
+        self.pruned_at: int | None = None
+        self._epoch_start = 0.0
+
+    def _stop_if_diverged(self, loss: Any, where: str) -> bool:
+        if loss is not None and not math.isfinite(float(loss)):
+            self.failure = f"loss became {float(loss)} {where}"
+            self.model.stop_training = True
+        return self.failure is not None
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        self._stop_if_diverged((logs or {}).get("loss"), f"in epoch {len(self.history) + 1}")
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        logs = logs or {}
+        if MONITOR not in logs:
+            raise KeyError(f"training logs have no {MONITOR!r} (got {', '.join(logs)})")
+        record = {"epoch": epoch + 1}
+        record.update({k: float(logs[k]) for k in _HISTORY_KEYS if k in logs})
+        record["seconds"] = round(time.perf_counter() - self._epoch_start, 4)
+        self.history.append(record)
+        self.listener.epoch_end(self.trial.number, epoch + 1, record)
+        if self._stop_if_diverged(logs.get("loss"), f"at epoch {epoch + 1}"):
+            return
+        self.trial.report(record[MONITOR], step=epoch + 1)
+        if self.trial.should_prune():
+            self.pruned_at = epoch + 1
+            self.model.stop_training = True
+
+
+def is_new_best(study: optuna.Study, value: float) -> bool:
+    """Whether ``value`` beats every completed trial of the study so far."""
+    try:
+        return value > study.best_value
+    except ValueError:  # no completed trial yet
+        return True
+
+
+class TrialRunner:
+    """The Optuna objective: trains one model per trial and returns its best val accuracy.
+
+    Args:
+        hypermodel: The plugin's ``keras_tuner.HyperModel`` for this task.
+        splits: The study's data, shared by every trial.
+        space: The user's search-space settings.
+        epochs: The most epochs a trial trains.
+        patience: Epochs without improvement before early stopping.
+        seed: Base seed; trial ``n`` seeds Keras and NumPy with ``seed + n``.
+        listener: Told about each epoch.
+        save_model: Called with the trial and its model when it becomes the study's best.
+    """
+
+    def __init__(
+        self,
+        hypermodel: Any,
+        splits: Splits,
+        space: Space,
+        epochs: int,
+        patience: int,
+        seed: int | None,
+        listener: EpochListener,
+        save_model: Callable[[optuna.Trial, keras.Model], None],
+    ) -> None:
+        self.hypermodel = hypermodel
+        self.splits = splits
+        self.space = space
+        self.epochs = epochs
+        self.patience = patience
+        self.seed = seed
+        self.listener = listener
+        self.save_model = save_model
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        """Run one trial; raise to mark it FAIL (with ``fail_reason``) or PRUNED."""
+        try:
+            return self._run(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            kind = error.kind if isinstance(error, TrialFailed) else type(error).__name__
+            trial.set_user_attr("fail_reason", f"{kind}: {error}"[:1000])
+            trial.set_user_attr("fail_kind", kind)
+            raise
+
+    def _run(self, trial: optuna.Trial) -> float:
+        # Free the previous trial's graph and layers so memory does not grow per trial.
+        keras.backend.clear_session()
+        if self.seed is not None:
+            keras.utils.set_random_seed(self.seed + trial.number)
+        hp = OptunaHyperParameters(self.space, trial)
+        training = declare_training(hp, self.hypermodel)
+        model = build_model(self.hypermodel, hp)
+        trial.set_user_attr("hyperparameters", dict(hp.values))
+        trial.set_user_attr("params_count", int(model.count_params()))
+        if not owns_compile(self.hypermodel):
+            model.compile(
+                optimizer=make_optimizer(
+                    training["optimizer"], training["learning_rate"], training["weight_decay"]
+                ),
+                loss="sparse_categorical_crossentropy",
+                metrics=["accuracy"],
+            )
+        splits, classes = self.splits, self.splits.num_classes
+        monitor = _TrialMonitor(trial, self.listener)
+        stopper = keras.callbacks.EarlyStopping(
+            MONITOR, mode="max", patience=self.patience, restore_best_weights=True
+        )
+        start = time.perf_counter()
+        try:
+            model.fit(
+                splits.x_train,
+                encode_labels(model, splits.y_train, classes),
+                validation_data=(splits.x_val, encode_labels(model, splits.y_val, classes)),
+                batch_size=training["batch_size"],
+                epochs=self.epochs,
+                callbacks=[monitor, stopper],
+                verbose=0,
+            )
+        finally:
+            trial.set_user_attr("history", monitor.history)
+            trial.set_user_attr("train_seconds", round(time.perf_counter() - start, 3))
+            trial.set_user_attr("stopped_epoch", len(monitor.history))
+        if monitor.failure:
+            raise TrialFailed(monitor.failure, kind="diverged")
+        if monitor.pruned_at:
+            raise optuna.TrialPruned(f"pruned at epoch {monitor.pruned_at}")
+        scores = [record[MONITOR] for record in monitor.history]
+        value = max(scores)
+        trial.set_user_attr("best_epoch", scores.index(value) + 1)
+        if is_new_best(trial.study, value):
+            self.save_model(trial, model)
+        return value

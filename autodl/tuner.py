@@ -1,0 +1,298 @@
+"""The orchestrator: turns a validated configuration into an Optuna study and runs it.
+
+Order matters: every input is checked (arch, dataset, plugin dry build, search space,
+storage URL) before the storage is opened, so bad input never writes anything.
+The orchestrator holds no layer code: models come from plugins through the registry.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import keras
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autodl import __version__, registry, study as storage
+from autodl._imports import try_import
+from autodl.config import TRAINING_SPACE, Space, TuneConfig
+from autodl.datasets import Splits, load_dataset, make_splits
+from autodl.errors import AutodlError
+from autodl.trial import EpochListener, TrialRunner, dry_build
+
+FAILURE_STREAK = 3
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One finished trial, as the progress display and summary show it."""
+
+    number: int
+    state: str
+    value: float | None
+    epochs: int
+    seconds: float | None
+    hyperparameters: dict[str, Any]
+    reason: str | None = None
+
+    @classmethod
+    def from_frozen(cls, trial: FrozenTrial) -> TrialResult:
+        """Read a trial back from the storage."""
+        attrs = trial.user_attrs
+        reason = attrs.get("fail_reason")
+        if trial.state == TrialState.PRUNED:
+            reason = f"pruned at epoch {attrs.get('stopped_epoch', '?')}"
+        return cls(
+            number=trial.number,
+            state=trial.state.name,
+            value=trial.value,
+            epochs=attrs.get("stopped_epoch", 0),
+            seconds=attrs.get("train_seconds"),
+            hyperparameters=attrs.get("hyperparameters", trial.params),
+            reason=reason,
+        )
+
+
+@dataclass
+class TuneSummary:
+    """What a tuning run ended with."""
+
+    study_name: str
+    storage: str
+    artifact_dir: str
+    requested: int
+    counts: dict[str, int]
+    best: TrialResult | None = None
+    test_accuracy: float | None = None
+    model_path: str | None = None
+    stop_reason: str | None = None
+    params_count: int | None = None
+
+
+class TuneListener(EpochListener, Protocol):
+    """What the caller (the CLI) is told while a study runs."""
+
+    def started(self, study_name: str, storage_url: str, data: str, finished: int,
+                requested: int) -> None:
+        """The study is open; ``finished`` trials of ``requested`` already exist."""
+
+    def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None:
+        """A trial ended (complete, pruned or failed); ``best`` is the study's best."""
+
+
+class _FailureStreak:
+    """Stops the study after several failures in a row of the same kind."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.kinds: list[str] = []
+        self.reason: str | None = None
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if trial.state != TrialState.FAIL:
+            self.kinds.clear()
+            return
+        self.kinds.append(trial.user_attrs.get("fail_kind", "error"))
+        last = self.kinds[-self.limit:]
+        if len(last) == self.limit and len(set(last)) == 1:
+            self.reason = (
+                f"stopped after {self.limit} failed trials in a row ({last[0]}); last: "
+                f"{trial.user_attrs.get('fail_reason', 'no reason recorded')}"
+            )
+            study.stop()
+
+
+def _best(study: optuna.Study) -> FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial
+        return None
+
+
+def quiet_libraries() -> None:
+    """Keep Optuna's per-trial logging and warnings out of the progress display."""
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def setup_devices() -> list[str]:
+    """Start the TensorFlow runtime; every GPU grows its memory as needed instead of taking all.
+
+    Returns:
+        The names of the GPUs found (empty on a CPU-only machine).
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    for gpu in gpus:
+        tf.config.experimental.set_memory_growth(gpu, True)
+    return [gpu.name for gpu in gpus]
+
+
+def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
+    """Validate everything that can be checked without touching the storage."""
+    plugin = registry.find(config.arch)
+    if config.sampler == "gp":
+        try_import("torch", "gp", "the gp sampler")
+    storage.check_storage_url(config.storage)
+    splits = make_splits(
+        load_dataset(config.dataset, config.image_size),
+        val_split=config.val_split,
+        test_split=config.test_split,
+        max_samples=config.max_samples,
+        seed=config.seed or 0,
+    )
+    hypermodel = registry.instantiate(
+        plugin, splits.input_shape, splits.num_classes, weights=config.weights
+    )
+    try:
+        hp = dry_build(hypermodel, config.space)
+    except AutodlError:
+        raise
+    except Exception as error:
+        raise AutodlError(
+            f"arch {config.arch} cannot build a model for input {splits.input_shape}: "
+            f"{type(error).__name__}: {error}"
+        ) from None
+    config.space.check_known(set(hp.specs) | set(TRAINING_SPACE), config.arch)
+    return hypermodel, splits
+
+
+def _evaluate_best(
+    study: optuna.Study, store: storage.ModelStore, splits: Splits, config: TuneConfig
+) -> tuple[float, str, int]:
+    """Evaluate the best trial's stored model on the test split and keep it as a file."""
+    best = study.best_trial
+    path = store.download(best, storage.best_model_path(config.storage, study.study_name))
+    model = keras.models.load_model(path)
+    probabilities = model.predict(splits.x_test, batch_size=256, verbose=0)
+    accuracy = float(np.mean(np.argmax(probabilities, axis=-1) == splits.y_test))
+    study.set_user_attr("test", {"trial": best.number, "accuracy": accuracy})
+    return accuracy, str(path), int(model.count_params())
+
+
+def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
+    """Run (or continue) the study until it holds ``config.trials`` finished trials.
+
+    Args:
+        config: The validated configuration.
+        listener: Told about progress.
+
+    Returns:
+        The summary: best trial, its test accuracy and where things are stored.
+
+    Raises:
+        AutodlError: For any bad input; nothing has been written to the storage then.
+    """
+    quiet_libraries()
+    hypermodel, splits = _check_and_prepare(config)
+    facts = {
+        "arch": config.arch,
+        "dataset": config.dataset,
+        "space": config.space.describe(),
+        "epochs": config.epochs,
+        "autodl_version": __version__,
+    }
+    study = storage.open_study(
+        storage.open_storage(config.storage),
+        config.study_name,
+        facts,
+        storage.make_sampler(config.sampler, config.seed),
+        storage.make_pruner(config.pruner, config.epochs),
+    )
+    store = storage.ModelStore(storage.artifact_dir(config.storage))
+    finished = storage.finished_trials(study)
+    listener.started(study.study_name, config.storage, splits.describe(), finished, config.trials)
+    if config.seed is not None:
+        np.random.seed(config.seed)
+
+    streak = _FailureStreak(FAILURE_STREAK)
+
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        best = _best(study)
+        listener.trial_finished(
+            TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best)
+        )
+
+    if finished < config.trials:
+        study.optimize(
+            TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
+                        config.seed, listener, store.save),
+            timeout=config.timeout,
+            callbacks=[
+                optuna.study.MaxTrialsCallback(config.trials, states=storage.FINISHED),
+                report,
+                streak,
+            ],
+            catch=(Exception,),
+            gc_after_trial=True,
+        )
+
+    counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED,
+                                          TrialState.FAIL)}
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state.name in counts:
+            counts[trial.state.name] += 1
+    summary = TuneSummary(
+        study_name=study.study_name,
+        storage=config.storage,
+        artifact_dir=str(store.directory),
+        requested=config.trials,
+        counts=counts,
+        stop_reason=streak.reason,
+    )
+    best = _best(study)
+    if best is not None:
+        summary.best = TrialResult.from_frozen(best)
+        summary.test_accuracy, summary.model_path, summary.params_count = _evaluate_best(
+            study, store, splits, config
+        )
+    return summary
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    """A plugin as ``autodl plugins`` shows it."""
+
+    name: str
+    source: str
+    description: str
+    hyperparameters: dict[str, str]
+    problem: str | None = None
+
+
+def describe_plugins(
+    names: list[str] | None = None,
+    input_shape: tuple[int, ...] = (32, 32, 3),
+    num_classes: int = 10,
+) -> list[PluginInfo]:
+    """Describe plugins and their hyperparameters, found by a dry build for a sample task.
+
+    Args:
+        names: The plugins to describe (names or file paths); all registered ones if None.
+        input_shape: The sample task's input shape.
+        num_classes: The sample task's class count.
+
+    Raises:
+        AutodlError: If a named plugin does not exist.
+    """
+    quiet_libraries()
+    plugins = [registry.find(name) for name in names] if names else registry.available()
+    described = []
+    for plugin in plugins:
+        description, hyperparameters, problem = "", {}, None
+        try:
+            description = plugin.description()
+            hp = dry_build(registry.instantiate(plugin, input_shape, num_classes), Space())
+            hyperparameters = {
+                name: spec.describe() for name, spec in hp.specs.items()
+                if name not in TRAINING_SPACE
+            }
+        except Exception as error:  # one broken plugin must not hide the others
+            problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+        described.append(PluginInfo(plugin.name, plugin.source, description, hyperparameters,
+                                    problem))
+    return described
