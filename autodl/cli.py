@@ -39,9 +39,9 @@ def _params(hyperparameters: dict[str, Any]) -> str:
 class ProgressPrinter:
     """Prints one line per finished trial; on a terminal also a live line per epoch."""
 
-    def __init__(self, out=sys.stdout, live=sys.stderr) -> None:
-        self.out = out
-        self.live = live if live.isatty() else None
+    def __init__(self) -> None:
+        self.out = sys.stdout
+        self.live = sys.stderr if sys.stderr.isatty() else None
 
     def _clear_live(self) -> None:
         if self.live:

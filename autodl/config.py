@@ -160,20 +160,28 @@ def _overlap(declared: Spec, default: Spec) -> Spec:
     return dataclasses.replace(declared, low=low, high=high) if low <= high else declared
 
 
+def _conform(declared: Spec, value: Scalar) -> Scalar:
+    """Return a value that ``declared`` contains in its own type (``128`` for ``128.0``)."""
+    if isinstance(declared, (Choice, Fixed)):
+        options = declared.values if isinstance(declared, Choice) else (declared.value,)
+        return next(option for option in options if _same(option, value))
+    if isinstance(declared, FloatRange) and isinstance(value, int):
+        return float(value)
+    return value
+
+
 def _narrow(name: str, declared: Spec, wanted: Spec) -> Spec:
     """Apply the user's ``wanted`` spec to what the plugin or core ``declared``."""
     where = f"{name} takes {declared.describe()}"
     if isinstance(wanted, Fixed):
         if not declared.contains(wanted.value):
             raise AutodlError(f"{name}={_fmt(wanted.value)} is not allowed: {where}")
-        if isinstance(declared, FloatRange) and isinstance(wanted.value, int):
-            return Fixed(float(wanted.value))
-        return wanted
+        return Fixed(_conform(declared, wanted.value))
     if isinstance(wanted, Choice):
         bad = [v for v in wanted.values if not declared.contains(v)]
         if bad:
             raise AutodlError(f"{name}: {', '.join(map(_fmt, bad))} not allowed: {where}")
-        return wanted
+        return Choice(tuple(_conform(declared, v) for v in wanted.values))
     if isinstance(declared, (Choice, Fixed)):
         raise AutodlError(f"{name} cannot be a range: {where}; give a list or a value")
     if isinstance(declared, IntRange) and isinstance(wanted, FloatRange):
@@ -240,7 +248,9 @@ def parse_spec(name: str, raw: Any) -> Spec:
     if not isinstance(raw, dict):
         raise AutodlError(f"{name}: expected a value, a list or a table, got {raw!r}")
     if set(raw) == {"values"}:
-        return parse_spec(name, list(raw["values"]))
+        if not isinstance(raw["values"], list):
+            raise AutodlError(f"{name}: values must be a list, got {raw['values']!r}")
+        return parse_spec(name, raw["values"])
     extra = set(raw) - _RANGE_KEYS
     if extra or not {"low", "high"} <= set(raw):
         raise AutodlError(
@@ -279,7 +289,9 @@ def parse_assignment(text: str) -> tuple[str, Spec]:
         raise AutodlError(f"--set expects name=value, got {text!r}")
     try:
         raw = tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
+    except tomllib.TOMLDecodeError as error:
+        if value.strip()[:1] in ("[", "{", '"', "'"):  # meant as TOML: say what is wrong
+            raise AutodlError(f"--set {name}: {value.strip()} is not valid TOML: {error}") from None
         raw = value.strip()
     return name, parse_spec(name, raw)
 
@@ -369,6 +381,9 @@ def _read_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
     extra = set(document) - {"tune", "space"}
     if extra:
         raise AutodlError(f"{path}: unknown table {', '.join(sorted(extra))}; use [tune], [space]")
+    for table in ("tune", "space"):
+        if not isinstance(document.get(table, {}), dict):
+            raise AutodlError(f"{path}: {table} must be a table, [{table}]")
     tune, space = document.get("tune", {}), document.get("space", {})
     unknown = set(tune) - set(_OPTIONS)
     if unknown:

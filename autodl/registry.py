@@ -53,7 +53,10 @@ class Plugin:
     def description(self) -> str:
         """The first line of the plugin's docstring (its class's, else its module's)."""
         target = self.load()
-        doc = inspect.getdoc(target) or inspect.getdoc(sys.modules.get(target.__module__))
+        # The target's own docstring: inspect.getdoc would give a class without one
+        # keras_tuner.HyperModel's.
+        own = getattr(target, "__doc__", None)
+        doc = inspect.cleandoc(own) if own else inspect.getdoc(sys.modules.get(target.__module__))
         return doc.splitlines()[0] if doc else ""
 
 

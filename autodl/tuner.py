@@ -126,6 +126,8 @@ def setup_devices() -> list[str]:
     """
     import tensorflow as tf
 
+    # Retracing notices: every trial builds a new model, so retracing is expected.
+    tf.get_logger().setLevel("ERROR")
     gpus = tf.config.list_physical_devices("GPU")
     for gpu in gpus:
         tf.config.experimental.set_memory_growth(gpu, True)

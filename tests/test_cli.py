@@ -1,0 +1,228 @@
+"""End-to-end runs of `autodl tune` as a user runs it, checked through Optuna's own API."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from conftest import REPO, make_images, tune_args
+
+from autodl.cli import main
+
+STORAGE = "sqlite:///studies/autodl.db"
+
+
+def load(name: str, storage: str = STORAGE) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def states(study: optuna.Study) -> list[str]:
+    return [t.state.name for t in study.trials]
+
+
+def test_tiny_study_end_to_end(tiny_study):
+    import keras
+
+    folder, storage, name = tiny_study
+    study = load(name, storage)
+    assert states(study) == ["COMPLETE"] * 3
+    facts = study.user_attrs["autodl"]
+    assert facts["arch"] == "mlp" and facts["dataset"] == "npz:tiny.npz" and facts["epochs"] == 2
+    for trial in study.trials:
+        history = trial.user_attrs["history"]
+        assert [h["epoch"] for h in history] == list(range(1, len(history) + 1))
+        assert {"loss", "accuracy", "val_loss", "val_accuracy", "seconds"} <= set(history[0])
+        assert trial.value == max(h["val_accuracy"] for h in history)
+        assert trial.user_attrs["params_count"] > 0
+        assert trial.user_attrs["stopped_epoch"] == len(history)
+        assert trial.intermediate_values == {h["epoch"]: h["val_accuracy"] for h in history}
+        # Every value the model was built with, the core's training ones included.
+        assert {"learning_rate", "batch_size", "optimizer", "depth", "units"} <= set(
+            trial.user_attrs["hyperparameters"]
+        )
+    test = study.user_attrs["test"]
+    assert test["trial"] == study.best_trial.number and 0.0 <= test["accuracy"] <= 1.0
+
+    model = keras.models.load_model(folder / "studies" / "models" / "tiny.keras")
+    x, _ = make_images(5)
+    probabilities = model.predict(x, verbose=0)
+    assert probabilities.shape == (5, 3)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    # The best model is also an artifact of its trial, as optuna-dashboard shows it.
+    artifact_id = study.best_trial.user_attrs["model_artifact_id"]
+    assert (folder / "studies" / "artifacts" / artifact_id).is_file()
+
+
+def test_summary_names_best_model_and_browse_command(in_tmp, tiny_npz, capsys):
+    assert main(tune_args(f"npz:{tiny_npz}", "--study", "s", trials=1)) == 0
+    out = capsys.readouterr().out
+    assert "trial    0 COMPLETE" in out
+    assert "test accuracy" in out and "best trial" in out
+    assert "Model:  studies/models/s.keras" in out
+    assert f"optuna-dashboard {STORAGE} --artifact-dir studies/artifacts" in out
+
+
+def test_rerun_tops_up_and_keeps_finished_trials(in_tmp, tiny_npz, capsys):
+    assert main(tune_args(f"npz:{tiny_npz}", "--study", "s", trials=2)) == 0
+    before = {t.number: (t.state, t.value, t.params) for t in load("s").trials}
+    assert main(tune_args(f"npz:{tiny_npz}", "--study", "s", trials=3)) == 0
+    after = load("s").trials
+    assert len(after) == 3
+    assert {t.number: (t.state, t.value, t.params) for t in after[:2]} == before
+    assert "2 of 3 trials finished, running 1 more" in capsys.readouterr().out
+    # Asking for what is already there runs nothing.
+    assert main(tune_args(f"npz:{tiny_npz}", "--study", "s", trials=3)) == 0
+    assert len(load("s").trials) == 3
+
+
+PLUGIN = '''
+import keras
+
+
+def build(hp, input_shape, num_classes):
+    """Good or (one time in three) hopeless model: a frozen zero output cannot learn."""
+    good = hp.Int("quality", 0, 2) > 0
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(16, activation="relu")(x)
+    init = keras.initializers.Constant(float("nan")) if hp.Boolean("explode") else "glorot_uniform"
+    out = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer=init,
+                             trainable=good)
+    if not good:
+        out = keras.layers.Dense(num_classes, activation="softmax", kernel_initializer="zeros",
+                                 trainable=False)
+    return keras.Model(inputs, out(x))
+'''
+
+
+@pytest.fixture
+def plugin_file(in_tmp) -> Path:
+    path = in_tmp / "quality.py"
+    path.write_text(textwrap.dedent(PLUGIN))
+    return path
+
+
+def test_pruner_stops_hopeless_trials_early(plugin_file, tiny_npz):
+    args = tune_args(f"npz:{tiny_npz}", "--study", "p", "--pruner", "median", "--sampler",
+                     "random", "--epochs", "4", "--patience", "4", "--set", "learning_rate=0.01",
+                     "--set", "optimizer=adam", "--set", "explode=false",
+                     arch=str(plugin_file), trials=12)
+    assert main(args) == 0
+    study = load("p")
+    pruned = [t for t in study.trials if t.state.name == "PRUNED"]
+    assert pruned, states(study)
+    for trial in pruned:
+        assert trial.params["quality"] == 0
+        assert trial.user_attrs["stopped_epoch"] < 4
+        assert len(trial.intermediate_values) == trial.user_attrs["stopped_epoch"]
+    assert len([t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")]) == 12
+
+
+def test_three_failures_in_a_row_stop_the_study(plugin_file, tiny_npz, capsys):
+    args = tune_args(f"npz:{tiny_npz}", "--study", "x", "--set", "explode=true",
+                     "--set", "quality=1", arch=str(plugin_file), trials=10)
+    assert main(args) == 0
+    study = load("x")
+    assert states(study) == ["FAIL"] * 3
+    out = capsys.readouterr().out
+    assert "stopped after 3 failed trials in a row (diverged)" in out
+    assert "No trial completed" in out
+
+
+def _db_digest(folder: Path) -> str:
+    return hashlib.sha256((folder / "studies" / "autodl.db").read_bytes()).hexdigest()
+
+
+BAD_INPUTS = [
+    (["--arch", "nope"], "unknown arch 'nope'; choose from cnn, mlp, mobilenetv2"),
+    (["--dataset", "nope"], "unknown dataset 'nope'; choose from digits"),
+    (["--sampler", "nope"], "unknown sampler 'nope'; choose from tpe, random, cmaes, gp"),
+    (["--pruner", "nope"], "unknown pruner 'nope'; choose from hyperband"),
+    (["--trials", "0"], "--trials must be at least 1"),
+    (["--trials", "-3"], "--trials must be at least 1"),
+    (["--trials", "many"], "argument --trials: invalid int value"),
+    (["--space", "missing.toml"], "space file not found: missing.toml"),
+    (["--set", "depth={low=5, high=2}"], "depth: low (5) is greater than high (2)"),
+    (["--set", "depth=30"], "depth=30 is not allowed: depth takes int 1..6"),
+    (["--set", "colour=3"], "unknown hyperparameter colour for arch mlp; known:"),
+    (["--set", "optimizer=adamw"], "optimizer='adamw' is not allowed: optimizer takes one of"),
+    (["--storage", "nonsense"], "malformed storage URL 'nonsense'"),
+    (["--storage", "sqlite:///no/such/folder/x.db"], "storage folder does not exist"),
+    (["--storage", "postgresql://u@127.0.0.1:1/db"], "cannot open storage"),
+    (["--dataset", "images:nowhere"], "image folder not found: nowhere"),
+    (["--dataset", "idx:."], "no IDX images/labels pair in ."),
+    (["--dataset", "npz:none.npz"], "npz file not found: none.npz"),
+    (["--study", "../escape"], "bad study name '../escape'"),
+    (["--weights", "none"], "--weights does not apply to arch mlp"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(in_tmp, capsys, extra, message):
+    args = ["tune", "--arch", "mlp", "--dataset", "digits", "--trials", "1", *extra]
+    if "--arch" in extra:
+        args = ["tune", "--dataset", "digits", *extra]
+    assert_refused(args, message, capsys)
+    assert not (in_tmp / "studies").exists()
+
+
+def run_main(args: list[str]) -> int:
+    """``main``'s exit code, also when argparse exits."""
+    try:
+        return main(args)
+    except SystemExit as exit:
+        return exit.code
+
+
+def assert_refused(args: list[str], message: str, capsys) -> None:
+    code = run_main(args)
+    captured = capsys.readouterr()
+    assert code == 2
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_bad_space_file(in_tmp, capsys):
+    (in_tmp / "bad.toml").write_text("[space]\nlearning_rate = {low = 1, high =\n")
+    assert_refused(["tune", "--arch", "mlp", "--space", "bad.toml"], "bad.toml is not valid TOML",
+                   capsys)
+    (in_tmp / "odd.toml").write_text("[space]\nlearning_rate = {low = 1e-3, hi = 1}\n")
+    assert_refused(["tune", "--arch", "mlp", "--space", "odd.toml"],
+                   "learning_rate: a range needs low and high", capsys)
+    assert not (in_tmp / "studies").exists()
+
+
+def test_other_arch_on_existing_study_is_refused_and_db_untouched(in_tmp, tiny_npz, capsys):
+    assert main(tune_args(f"npz:{tiny_npz}", "--study", "s", trials=1)) == 0
+    capsys.readouterr()
+    digest = _db_digest(in_tmp)
+    assert_refused(tune_args(f"npz:{tiny_npz}", "--study", "s", arch="cnn", trials=2),
+                   "study 's' was run with arch 'mlp', not 'cnn'", capsys)
+    assert _db_digest(in_tmp) == digest
+
+
+def test_debug_shows_the_traceback(in_tmp):
+    result = subprocess.run(
+        [sys.executable, "-m", "autodl", "--debug", "tune", "--arch", "nope"],
+        capture_output=True, text=True, cwd=in_tmp,
+    )
+    assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = ("import sys, autodl.cli\n"
+            "heavy = {'tensorflow', 'keras', 'keras_tuner', 'optuna', 'pandas', 'sklearn'}\n"
+            "print(sorted(heavy & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]"
+    help_run = subprocess.run([sys.executable, "-m", "autodl", "tune", "--help"],
+                              capture_output=True, text=True, check=True)
+    assert "--arch" in help_run.stdout and "--pruner" in help_run.stdout
