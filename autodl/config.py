@@ -26,11 +26,11 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 from autodl.errors import AutodlError
 
-Scalar = Union[bool, int, float, str]
+Scalar = bool | int | float | str
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -123,7 +123,7 @@ class Fixed:
         return f"fixed {_fmt(self.value)}"
 
 
-Spec = Union[IntRange, FloatRange, Choice, Fixed]
+Spec = IntRange | FloatRange | Choice | Fixed
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 

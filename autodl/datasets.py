@@ -14,6 +14,8 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,9 +130,12 @@ def _load_npz(path: str) -> Dataset:
     if not file.is_file():
         raise AutodlError(f"npz file not found: {path}")
     try:
-        with np.load(file, allow_pickle=False) as arrays:
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # an .npy file: one bare array
+            raise AutodlError(f"{path} holds a single array, not an .npz archive of named arrays")
+        with loaded as arrays:
             data = {key: arrays[key] for key in arrays.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
         raise AutodlError(f"cannot read {path} as .npz: {error}") from None
     missing = {"x_train", "y_train"} - set(data)
     if missing:
@@ -156,7 +161,7 @@ def read_idx(path: Path) -> np.ndarray:
     try:
         with opener(path, "rb") as stream:
             data = stream.read()
-    except OSError as error:
+    except (OSError, EOFError, zlib.error) as error:  # also truncated or corrupt gzip
         raise AutodlError(f"cannot read {path}: {error}") from None
     if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in _IDX_TYPES:
         raise AutodlError(f"{path} is not an IDX file (bad magic number)")
@@ -296,12 +301,18 @@ def make_splits(
     Raises:
         AutodlError: If a part would be empty.
     """
-    x, y = _subsample(dataset.x_train, dataset.y_train, max_samples, seed)
-    if dataset.x_test is None:
-        x, x_test, y, y_test = _split(x, y, test_split, seed)
-    else:
-        x_test, y_test = _subsample(dataset.x_test, dataset.y_test, max_samples, seed)
-    x_train, x_val, y_train, y_val = _split(x, y, val_split, seed)
+    too_small = AutodlError(
+        f"{dataset.name} is too small to split ({len(dataset.y_train)} examples)"
+    )
+    try:
+        x, y = _subsample(dataset.x_train, dataset.y_train, max_samples, seed)
+        if dataset.x_test is None:
+            x, x_test, y, y_test = _split(x, y, test_split, seed)
+        else:
+            x_test, y_test = _subsample(dataset.x_test, dataset.y_test, max_samples, seed)
+        x_train, x_val, y_train, y_val = _split(x, y, val_split, seed)
+    except ValueError:  # scikit-learn refuses a split that would leave a part empty
+        raise too_small from None
     if min(len(y_train), len(y_val), len(y_test)) == 0:
-        raise AutodlError(f"{dataset.name} is too small to split ({len(dataset.y_train)} examples)")
+        raise too_small
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test, dataset.class_names)

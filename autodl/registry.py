@@ -72,7 +72,7 @@ def _entry_point_plugins() -> dict[str, Plugin]:
         if len(eps) > 1:
             raise AutodlError(
                 f"two plugins are named {name!r}: " + " and ".join(
-                    f"{s} ({ep.value})" for s, ep in zip(sources, eps)
+                    f"{s} ({ep.value})" for s, ep in zip(sources, eps, strict=True)
                 )
             )
         plugins[name] = Plugin(name, sources[0], _loader(eps[0]))
@@ -89,7 +89,9 @@ def _loader(ep: EntryPoint) -> Callable[[], Any]:
         try:
             return ep.load()
         except Exception as error:
-            raise AutodlError(f"plugin {ep.name!r} ({ep.value}) failed to import: {error}") from None
+            raise AutodlError(
+                f"plugin {ep.name!r} ({ep.value}) failed to import: {error}"
+            ) from None
 
     return load
 
@@ -110,7 +112,8 @@ def _file_plugin(spec: str) -> Plugin:
     if not file.is_file():
         raise AutodlError(f"plugin file not found: {path}")
     # One module per file path, so loading the same file twice reuses it.
-    module_name = "autodl_user_plugin_" + hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:12]
+    digest = hashlib.sha1(str(file.resolve()).encode()).hexdigest()[:12]
+    module_name = f"autodl_user_plugin_{digest}"
 
     def load() -> Any:
         module = sys.modules.get(module_name) or _import_file(file, module_name)
@@ -161,7 +164,9 @@ def is_file_spec(name: str) -> bool:
 
 def available() -> list[Plugin]:
     """Every registered plugin: entry points (built-ins first), then KerasTuner's."""
-    plugins = sorted(_entry_point_plugins().values(), key=lambda p: (p.source != "built-in", p.name))
+    plugins = sorted(
+        _entry_point_plugins().values(), key=lambda p: (p.source != "built-in", p.name)
+    )
     return plugins + [_keras_tuner_plugin(name) for name in KERAS_TUNER_HYPERMODELS]
 
 

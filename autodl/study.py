@@ -187,6 +187,8 @@ class ModelStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.partial")
         partial.unlink(missing_ok=True)  # left by an interrupted download
-        download_artifact(artifact_store=self.store, artifact_id=artifact_id, file_path=str(partial))
+        download_artifact(
+            artifact_store=self.store, artifact_id=artifact_id, file_path=str(partial)
+        )
         os.replace(partial, path)
         return path

@@ -16,7 +16,8 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autodl import __version__, registry, study as storage
+from autodl import __version__, registry
+from autodl import study as storage
 from autodl._imports import try_import
 from autodl.config import TRAINING_SPACE, Space, TuneConfig
 from autodl.datasets import Splits, load_dataset, make_splits

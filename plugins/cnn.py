@@ -51,8 +51,11 @@ class CNN(keras_tuner.HyperModel):
             )(x)
             if layer % 2 == 1 and block < self.max_pools and layer < depth - 1:
                 x = keras.layers.MaxPooling2D()(x)
-        pool = keras.layers.Flatten() if head == "flatten" else keras.layers.GlobalAveragePooling2D()
-        x = keras.layers.Dropout(dropout)(pool(x))
+        if head == "flatten":
+            x = keras.layers.Flatten()(x)
+        else:
+            x = keras.layers.GlobalAveragePooling2D()(x)
+        x = keras.layers.Dropout(dropout)(x)
         x = keras.layers.Dense(units, activation="relu")(x)
         x = keras.layers.Dropout(dropout)(x)
         outputs = keras.layers.Dense(self.num_classes, activation="softmax")(x)

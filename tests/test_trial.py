@@ -52,10 +52,10 @@ def splits():
     return make_splits(Dataset("tiny", x, y, ["0", "1", "2"]), seed=0)
 
 
-def run(hypermodel, splits, enqueued, space=Space()):
+def run(hypermodel, splits, enqueued, space=None):
     saved = []
     listener = Silent()
-    runner = TrialRunner(hypermodel, splits, space, epochs=3, patience=3, seed=0,
+    runner = TrialRunner(hypermodel, splits, space or Space(), epochs=3, patience=3, seed=0,
                          listener=listener, save_model=lambda trial, model: saved.append(
                              trial.number))
     study = optuna.create_study(direction="maximize")

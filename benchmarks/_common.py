@@ -1,0 +1,59 @@
+"""Helpers shared by the benchmarks: machine description and a silent progress listener."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+from datetime import UTC, datetime
+
+
+def machine() -> str:
+    """CPU model, core count, memory and library versions, for RESULTS.md."""
+    model = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            model = next(line.split(":", 1)[1].strip() for line in cpuinfo
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    import keras
+    import optuna
+    import tensorflow as tf
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB, Python "
+            f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras "
+            f"{keras.__version__}, Optuna {optuna.__version__}; "
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory so far."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    """This process's resident memory now."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Quiet:
+    """A tune listener that prints nothing and keeps what the benchmark needs."""
+
+    def __init__(self, on_trial=None):
+        self.on_trial = on_trial
+
+    def started(self, *args):
+        pass
+
+    def epoch_end(self, *args):
+        pass
+
+    def trial_finished(self, result, best):
+        if self.on_trial:
+            self.on_trial(result)
