@@ -75,12 +75,12 @@ class MobileNetV2(keras_tuner.HyperModel):
                 input_shape=(self.size, self.size, 3), alpha=ALPHAS[0], include_top=False,
                 weights="imagenet",
             )
-        except Exception as error:  # offline: urllib's errors, wrapped by Keras
+        except Exception:  # offline: urllib's errors, wrapped by Keras in a bare Exception
             raise ValueError(
                 f"MobileNetV2 ImageNet weights ({weights_file_name(ALPHAS[0], self.size)}) are "
-                f"not in the Keras cache {_keras_models_dir()} and could not be downloaded "
-                f"({type(error).__name__}); copy the file there, or pass --weights PATH.h5 "
-                "(a local no-top weights file) or --weights none"
+                f"not in the Keras cache {_keras_models_dir()} and could not be downloaded; "
+                "copy the file there, or pass --weights PATH.h5 (a local no-top weights file) "
+                "or --weights none"
             ) from None
         finally:
             keras.backend.clear_session()
