@@ -87,19 +87,20 @@ def _print_summary(summary) -> None:
         print("No trial completed, so there is no best model yet.")
     else:
         best = summary.best
-        rows = [
-            ("best trial", f"#{best.number}"),
-            ("validation accuracy", f"{best.value:.4f}"),
-            ("test accuracy", f"{summary.test_accuracy:.4f}"),
-            ("parameters", f"{summary.params_count:,}"),
-            ("epochs trained", str(best.epochs)),
-        ]
+        rows = [("best trial", f"#{best.number}"), ("validation accuracy", f"{best.value:.4f}")]
+        if summary.test_accuracy is not None:
+            rows += [("test accuracy", f"{summary.test_accuracy:.4f}"),
+                     ("parameters", f"{summary.params_count:,}")]
+        rows.append(("epochs trained", str(best.epochs)))
         rows += [(f"  {name}", _fmt(value)) for name, value in best.hyperparameters.items()]
         width = max(len(name) for name, _ in rows)
         for name, value in rows:
             print(f"{name:<{width}}  {value}")
-        print(f"Model:  {summary.model_path}")
+        if summary.model_path:
+            print(f"Model:  {summary.model_path}")
     print(f"Study:  {summary.study_name} in {summary.storage}")
+    if summary.interrupted:
+        print("Run the same command again to continue the study.")
     print(f"Browse: optuna-dashboard {summary.storage} --artifact-dir {summary.artifact_dir}")
 
 
@@ -138,7 +139,7 @@ def _tune(args: argparse.Namespace) -> int:
 
     summary = tune(config, ProgressPrinter())
     _print_summary(summary)
-    return 0
+    return 130 if summary.interrupted else 0
 
 
 def _plugins(args: argparse.Namespace) -> int:

@@ -149,6 +149,11 @@ def is_new_best(study: optuna.Study, value: float) -> bool:
         return True
 
 
+def _record_failure(trial: optuna.Trial, kind: str, reason: str) -> None:
+    trial.set_user_attr("fail_reason", f"{kind}: {reason}"[:1000])
+    trial.set_user_attr("fail_kind", kind)
+
+
 class TrialRunner:
     """The Optuna objective: trains one model per trial and returns its best val accuracy.
 
@@ -189,10 +194,12 @@ class TrialRunner:
             return self._run(trial)
         except optuna.TrialPruned:
             raise
+        except KeyboardInterrupt:
+            _record_failure(trial, "interrupted", "stopped by the user")
+            raise
         except Exception as error:
             kind = error.kind if isinstance(error, TrialFailed) else type(error).__name__
-            trial.set_user_attr("fail_reason", f"{kind}: {error}"[:1000])
-            trial.set_user_attr("fail_kind", kind)
+            _record_failure(trial, kind, str(error))
             raise
 
     def _run(self, trial: optuna.Trial) -> float:

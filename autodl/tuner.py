@@ -7,6 +7,7 @@ The orchestrator holds no layer code: models come from plugins through the regis
 
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -71,6 +72,7 @@ class TuneSummary:
     model_path: str | None = None
     stop_reason: str | None = None
     params_count: int | None = None
+    interrupted: bool = False
 
 
 class TuneListener(EpochListener, Protocol):
@@ -119,6 +121,23 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
+_DOWNLOAD_FAILURE = re.compile(r"URL fetch failure on (\S+):")
+
+
+def build_problem(error: Exception) -> str:
+    """One line on why a plugin could not be set up; a failed download says what to fetch."""
+    if isinstance(error, AutodlError):
+        return str(error)
+    message = str(error).splitlines()[0] if str(error) else ""
+    download = _DOWNLOAD_FAILURE.search(message)
+    if download:
+        return (
+            f"it needs {download[1]}, which could not be downloaded (offline?); put that "
+            "file in Keras's cache, ~/.keras/models"
+        )
+    return f"{type(error).__name__}: {message}"
+
+
 def setup_devices() -> list[str]:
     """Start the TensorFlow runtime; every GPU grows its memory as needed instead of taking all.
 
@@ -158,7 +177,7 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
     except Exception as error:
         raise AutodlError(
             f"arch {config.arch} cannot build a model for input {splits.input_shape}: "
-            f"{type(error).__name__}: {error}"
+            f"{build_problem(error)}"
         ) from None
     config.space.check_known(set(hp.specs) | set(TRAINING_SPACE), config.arch)
     return hypermodel, splits
@@ -220,19 +239,23 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
             TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best)
         )
 
+    interrupted = False
     if finished < config.trials:
-        study.optimize(
-            TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
-                        config.seed, listener, store.save),
-            timeout=config.timeout,
-            callbacks=[
-                optuna.study.MaxTrialsCallback(config.trials, states=storage.FINISHED),
-                report,
-                streak,
-            ],
-            catch=(Exception,),
-            gc_after_trial=True,
-        )
+        try:
+            study.optimize(
+                TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
+                            config.seed, listener, store.save),
+                timeout=config.timeout,
+                callbacks=[
+                    optuna.study.MaxTrialsCallback(config.trials, states=storage.FINISHED),
+                    report,
+                    streak,
+                ],
+                catch=(Exception,),
+                gc_after_trial=True,
+            )
+        except KeyboardInterrupt:  # the running trial is already marked FAIL, "interrupted"
+            interrupted = True
 
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED,
                                           TrialState.FAIL)}
@@ -245,11 +268,13 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
         artifact_dir=str(store.directory),
         requested=config.trials,
         counts=counts,
-        stop_reason=streak.reason,
+        stop_reason="interrupted" if interrupted else streak.reason,
+        interrupted=interrupted,
     )
     best = _best(study)
     if best is not None:
         summary.best = TrialResult.from_frozen(best)
+    if best is not None and not interrupted:
         summary.test_accuracy, summary.model_path, summary.params_count = _evaluate_best(
             study, store, splits, config
         )
@@ -295,7 +320,7 @@ def describe_plugins(
                 if name not in TRAINING_SPACE
             }
         except Exception as error:  # one broken plugin must not hide the others
-            problem = str(error).splitlines()[0] if str(error) else type(error).__name__
+            problem = build_problem(error)
         described.append(PluginInfo(plugin.name, plugin.source, description, hyperparameters,
                                     problem))
     return described

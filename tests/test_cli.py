@@ -226,3 +226,41 @@ def test_help_is_fast_and_imports_nothing_heavy():
     help_run = subprocess.run([sys.executable, "-m", "autodl", "tune", "--help"],
                               capture_output=True, text=True, check=True)
     assert "--arch" in help_run.stdout and "--pruner" in help_run.stdout
+
+
+def test_weights_download_failure_says_what_to_fetch(in_tmp, capsys, monkeypatch):
+    from urllib.error import URLError
+
+    from keras.src.utils import file_utils
+
+    def offline(*args, **kwargs):
+        raise URLError("no network")
+
+    monkeypatch.setattr(file_utils, "urlretrieve", offline)
+    assert_refused(["tune", "--arch", "kt:HyperEfficientNet", "--dataset", "digits"],
+                   "needs https://storage.googleapis.com/keras-applications/efficientnetb0_notop"
+                   ".h5, which could not be downloaded (offline?)", capsys)
+    assert not (in_tmp / "studies").exists()
+
+
+def test_ctrl_c_fails_the_running_trial_prints_the_summary_and_exits_130(in_tmp, tiny_npz):
+    import signal
+    import time
+
+    args = tune_args(f"npz:{tiny_npz}", "--study", "c", "--epochs", "500", "--patience", "500",
+                     "--pruner", "none", trials=5)
+    process = subprocess.Popen([sys.executable, "-m", "autodl", *args], cwd=in_tmp,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in process.stdout:  # wait until the first trial is training
+        if line.startswith("Data:"):
+            break
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Stopped early: interrupted" in out
+    assert "Run the same command again to continue the study." in out
+    assert "Traceback" not in err
+    trial = load("c").trials[-1]
+    assert trial.state.name == "FAIL"
+    assert trial.user_attrs["fail_reason"] == "interrupted: stopped by the user"
