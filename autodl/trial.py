@@ -203,9 +203,10 @@ class TrialRunner:
             raise
 
     def _run(self, trial: optuna.Trial) -> float:
-        # Free the previous trial's graph and layers so memory does not grow per trial;
-        # the study's gc_after_trial already collects garbage, so skip clear_session's.
-        keras.backend.clear_session(free_memory=True)
+        # Free the previous trial's graph and layers so memory does not grow per trial.
+        # The garbage itself is collected every few trials by the orchestrator: a full
+        # collection with TensorFlow loaded costs about 0.25 s.
+        keras.backend.clear_session(free_memory=False)
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + trial.number)
         hp = OptunaHyperParameters(self.space, trial)

@@ -1,12 +1,12 @@
 """Overhead of autodl against a plain Keras script: same model, data, epochs, one process.
 
-    python benchmarks/overhead.py [--trials 5] [--epochs 10]
+    python benchmarks/overhead.py [--trials 10] [--epochs 10]
 
 Both sides train the `mlp` configuration below on the digits data split autodl
 makes. The plain side is what a user would write: build, compile, fit with
 validation data. The autodl side is `autodl tune` with every hyperparameter fixed,
-no pruning and no early stopping, so both train the same epochs. Runs alternate
-(plain, autodl, plain, ...) so machine noise hits both alike.
+no pruning and no early stopping, so both train the same epochs. Plain runs
+come before and after the study, so machine drift hits both sides alike.
 
 Reports the ratio of mean `fit` times, and the per-trial time autodl spends outside
 `fit` (building, compiling, storage writes, saving the best model).
@@ -69,42 +69,41 @@ class Timer(Quiet):
         self.last = now
 
 
-def autodl_trial(folder: str, index: int, epochs: int) -> tuple[float, float]:
-    """(fit seconds, wall seconds outside fit) of one autodl trial with everything fixed.
+def autodl_trials(folder: str, trials: int, epochs: int) -> tuple[list[float], list[float]]:
+    """(fit seconds, wall seconds outside fit) of each trial of one autodl study.
 
-    The wall time runs from one trial's end to the next, so it includes sampling,
-    storage writes, building, compiling, saving the model and garbage collection.
+    A trial's wall time runs from the previous trial's end, so it includes sampling,
+    storage writes, building, compiling, saving the best model and the periodic
+    garbage collection.
     """
     storage = f"sqlite:///{folder}/autodl.db"
-    config = TuneConfig(arch="mlp", trials=index + 1, epochs=epochs, patience=epochs,
+    config = TuneConfig(arch="mlp", trials=trials, epochs=epochs, patience=epochs,
                         pruner="none", storage=storage, study="overhead", seed=0,
                         space=Space({k: Fixed(v) for k, v in FIXED.items()}))
     timer = Timer()
     tune(config, timer)
-    trial = optuna.load_study(study_name="overhead", storage=storage).trials[index]
-    fit = trial.user_attrs["train_seconds"]
-    return fit, timer.walls[0] - fit
+    study = optuna.load_study(study_name="overhead", storage=storage)
+    fits = [trial.user_attrs["train_seconds"] for trial in study.trials]
+    return fits, [wall - fit for wall, fit in zip(timer.walls, fits, strict=True)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
     setup_devices()
     splits = make_splits(load_dataset("digits"), seed=0)
     plain_keras_fit(splits, 1)  # warm-up: first-use costs of TensorFlow on both sides
-    plain, fits, outside = [], [], []
+    # Plain runs before and after the study, so drift over the run hits both sides.
+    plain = [plain_keras_fit(splits, args.epochs) for _ in range(args.trials)]
     with tempfile.TemporaryDirectory() as folder:
-        for index in range(args.trials):
-            plain.append(plain_keras_fit(splits, args.epochs))
-            fit, rest = autodl_trial(folder, index, args.epochs)
-            fits.append(fit)
-            outside.append(rest)
+        fits, outside = autodl_trials(folder, args.trials, args.epochs)
+    plain += [plain_keras_fit(splits, args.epochs) for _ in range(args.trials)]
     ratio = statistics.mean(fits) / statistics.mean(plain)
     print(f"machine: {machine()}")
     print(f"plain Keras fit: mean {statistics.mean(plain):.3f}s "
-          f"(min {min(plain):.3f}s) over {args.trials} runs of {args.epochs} epochs")
+          f"(min {min(plain):.3f}s) over {len(plain)} runs of {args.epochs} epochs")
     print(f"autodl fit:      mean {statistics.mean(fits):.3f}s (min {min(fits):.3f}s)")
     print(f"fit time ratio autodl/plain: {ratio:.3f} (min/min {min(fits) / min(plain):.3f})")
     print(f"autodl time outside fit per trial: mean {statistics.mean(outside):.3f}s, "
