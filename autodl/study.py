@@ -129,20 +129,21 @@ def open_study(
     Raises:
         AutodlError: If the existing study was run with another arch or dataset.
     """
-    if name in optuna.get_all_study_names(storage):
-        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
-        recorded = study.user_attrs.get(FACTS_KEY, {})
-        for key in ("arch", "dataset"):
-            if recorded.get(key) != facts[key]:
-                raise AutodlError(
-                    f"study {name!r} was run with {key} {recorded.get(key)!r}, not "
-                    f"{facts[key]!r}; continue it with that {key}, or pass --study NEW_NAME"
-                )
-        return study
+    # load_if_exists: workers started together race to create the study; one wins.
     study = optuna.create_study(
-        study_name=name, storage=storage, direction="maximize", sampler=sampler, pruner=pruner
+        study_name=name, storage=storage, direction="maximize", sampler=sampler, pruner=pruner,
+        load_if_exists=True,
     )
-    study.set_user_attr(FACTS_KEY, facts)
+    recorded = study.user_attrs.get(FACTS_KEY)
+    if recorded is None:
+        study.set_user_attr(FACTS_KEY, facts)
+        return study
+    for key in ("arch", "dataset"):
+        if recorded.get(key) != facts[key]:
+            raise AutodlError(
+                f"study {name!r} was run with {key} {recorded.get(key)!r}, not "
+                f"{facts[key]!r}; continue it with that {key}, or pass --study NEW_NAME"
+            )
     return study
 
 
