@@ -2,4 +2,6 @@
 
 from autodl.cli import main
 
-raise SystemExit(main())
+# Guarded: spawned worker processes import the main module again.
+if __name__ == "__main__":
+    raise SystemExit(main())

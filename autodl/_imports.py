@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import sys
+from collections.abc import Iterator
 from types import ModuleType
 
 from autodl.errors import AutodlError
@@ -28,3 +32,20 @@ def try_import(module: str, extra: str, purpose: str) -> ModuleType:
         raise AutodlError(
             f"{purpose} needs the '{module}' package: pip install 'autodl[{extra}]'"
         ) from None
+
+
+@contextlib.contextmanager
+def native_stderr_hidden(hidden: bool = True) -> Iterator[None]:
+    """Hide TensorFlow's C++ start-up lines (oneDNN, CUDA probing): they bypass logging."""
+    if not hidden:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)

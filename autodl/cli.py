@@ -7,13 +7,12 @@ Heavy libraries (TensorFlow, Keras, Optuna) are imported inside the commands, so
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-from collections.abc import Iterator
 from typing import Any, NoReturn
 
 from autodl import __version__
+from autodl._imports import native_stderr_hidden
 from autodl.config import DEFAULT_STORAGE, PRUNERS, SAMPLERS, TRAINING_SPACE, TuneConfig
 from autodl.datasets import DATASETS
 from autodl.errors import AutodlError
@@ -104,25 +103,8 @@ def _print_summary(summary) -> None:
     print(f"Browse: optuna-dashboard {summary.storage} --artifact-dir {summary.artifact_dir}")
 
 
-@contextlib.contextmanager
-def _native_stderr_hidden(hidden: bool) -> Iterator[None]:
-    """Hide TensorFlow's C++ start-up lines (oneDNN, CUDA probing): they bypass logging."""
-    if not hidden:
-        yield
-        return
-    sys.stderr.flush()
-    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _load_backend(debug: bool) -> None:
-    with _native_stderr_hidden(not debug):
+    with native_stderr_hidden(not debug):
         from autodl.tuner import setup_devices
 
         setup_devices()
@@ -210,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
                       help="use at most this many training (and test) examples")
     tune.add_argument("--image-size", dest="image_size", type=int,
                       help="side in pixels that images:DIR photos are resized to (default: 96)")
+    tune.add_argument("--workers", type=int, help="worker processes on this machine, each "
+                      "running trials of the study (default: 1)")
+    tune.add_argument("--heartbeat", type=int, metavar="SEC",
+                      help="seconds between a running trial's heartbeats; a trial silent for "
+                      "twice that (its process died) is marked FAIL and retried once "
+                      "(default: 60)")
     tune.add_argument("--weights", help="for mobilenetv2: imagenet (default), none, or a "
                       "local no-top weights file PATH.h5")
     tune.set_defaults(handler=_tune)

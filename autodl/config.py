@@ -322,6 +322,8 @@ class TuneConfig:
     max_samples: int | None = None
     image_size: int = 96
     weights: str | None = None
+    workers: int = 1
+    heartbeat: int = 60
     space: Space = field(default_factory=Space)
 
     @property
@@ -342,8 +344,9 @@ class TuneConfig:
         for name in ("trials", "epochs"):
             if getattr(self, name) < 1:
                 raise AutodlError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.patience < 1:
-            raise AutodlError(f"--patience must be at least 1, got {self.patience}")
+        for name in ("patience", "workers", "heartbeat"):
+            if getattr(self, name) < 1:
+                raise AutodlError(f"--{name} must be at least 1, got {getattr(self, name)}")
         if self.pruner not in PRUNERS:
             raise AutodlError(f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}")
         if self.sampler not in SAMPLERS:

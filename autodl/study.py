@@ -63,8 +63,14 @@ def check_storage_url(url: str) -> None:
         raise AutodlError(f"storage folder does not exist: {db_file.parent}")
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
     """Open (creating if needed) the Optuna storage at ``url``.
+
+    Args:
+        url: An SQLAlchemy database URL.
+        heartbeat: Seconds between a running trial's heartbeats. A trial silent for twice
+            that (its process was killed) is marked FAIL and its parameters are tried
+            once more.
 
     Raises:
         AutodlError: If the database cannot be reached or is not an Optuna database.
@@ -72,12 +78,24 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     check_storage_url(url)
     db_file = _sqlite_file(url)
     engine_kwargs: dict[str, Any] = {}
+    # An existing file is only read until it proves to be an Optuna database of a
+    # compatible version: creating tables would modify someone else's database.
+    existing = db_file is not None and db_file.is_file() and db_file.stat().st_size > 0
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
         # Wait for a busy database (another worker, the dashboard) instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 60}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            skip_table_creation=existing,
+            heartbeat_interval=heartbeat,
+            heartbeat_stale_trial_callback=(
+                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+                if heartbeat else None
+            ),
+        )
     except Exception as error:  # SQLAlchemy and driver errors: unreachable or not Optuna's
         reason = str(error).splitlines()[0]
         raise AutodlError(f"cannot open storage {url}: {reason}") from None

@@ -48,6 +48,8 @@ class TrialResult:
         """Read a trial back from the storage."""
         attrs = trial.user_attrs
         reason = attrs.get("fail_reason")
+        if trial.state == TrialState.FAIL and reason is None:
+            reason = "no heartbeat: the process running it stopped"
         if trial.state == TrialState.PRUNED:
             reason = f"pruned at epoch {attrs.get('stopped_epoch', '?')}"
         return cls(
@@ -163,12 +165,9 @@ def setup_devices() -> list[str]:
     return [gpu.name for gpu in gpus]
 
 
-def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
-    """Validate everything that can be checked without touching the storage."""
+def prepare_task(config: TuneConfig) -> tuple[Any, Splits]:
+    """Load the data once for this process and make the plugin's hypermodel for it."""
     plugin = registry.find(config.arch)
-    if config.sampler == "gp":
-        try_import("torch", "gp", "the gp sampler")
-    storage.check_storage_url(config.storage)
     splits = make_splits(
         load_dataset(config.dataset, config.image_size),
         val_split=config.val_split,
@@ -179,6 +178,15 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
     hypermodel = registry.instantiate(
         plugin, splits.input_shape, splits.num_classes, weights=config.weights
     )
+    return hypermodel, splits
+
+
+def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
+    """Validate everything that can be checked without touching the storage."""
+    if config.sampler == "gp":
+        try_import("torch", "gp", "the gp sampler")
+    storage.check_storage_url(config.storage)
+    hypermodel, splits = prepare_task(config)
     try:
         hp = dry_build(hypermodel, config.space)
     except AutodlError:
@@ -198,11 +206,81 @@ def _evaluate_best(
     """Evaluate the best trial's stored model on the test split and keep it as a file."""
     best = study.best_trial
     path = store.download(best, storage.best_model_path(config.storage, study.study_name))
-    model = keras.models.load_model(path)
+    model = keras.models.load_model(path, safe_mode=True)  # no code from model files
     probabilities = model.predict(splits.x_test, batch_size=256, verbose=0)
     accuracy = float(np.mean(np.argmax(probabilities, axis=-1) == splits.y_test))
     study.set_user_attr("test", {"trial": best.number, "accuracy": accuracy})
     return accuracy, str(path), int(model.count_params())
+
+
+def _facts(config: TuneConfig) -> dict[str, Any]:
+    """What the study records it was run with."""
+    return {
+        "arch": config.arch,
+        "dataset": config.dataset,
+        "space": config.space.describe(),
+        "epochs": config.epochs,
+        "autodl_version": __version__,
+    }
+
+
+def _worker_seed(config: TuneConfig, worker: int) -> int | None:
+    """Each worker's sampler gets its own seed, or workers would suggest the same values."""
+    return None if config.seed is None else config.seed + 1000 * worker
+
+
+def _load_study(config: TuneConfig, worker: int = 0) -> optuna.Study:
+    return optuna.load_study(
+        study_name=config.study_name,
+        storage=storage.open_storage(config.storage, config.heartbeat),
+        sampler=storage.make_sampler(config.sampler, _worker_seed(config, worker)),
+        pruner=storage.make_pruner(config.pruner, config.epochs),
+    )
+
+
+def run_trials(
+    study: optuna.Study, hypermodel: Any, splits: Splits, config: TuneConfig,
+    listener: TuneListener,
+) -> str | None:
+    """Run trials in this process until the study holds enough of them.
+
+    Returns:
+        Why it stopped before that, if it did (a streak of failures).
+    """
+    # Trials other workers are running count too, so the workers together stop at
+    # config.trials instead of each starting one more.
+    in_flight = (*storage.FINISHED, TrialState.RUNNING)
+    if len(study.get_trials(deepcopy=False, states=in_flight)) >= config.trials:
+        return None
+    store = storage.ModelStore(storage.artifact_dir(config.storage))
+    streak = _FailureStreak(FAILURE_STREAK)
+
+    def report(study: optuna.Study, trial: FrozenTrial) -> None:
+        best = _best(study)
+        listener.trial_finished(
+            TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best)
+        )
+
+    study.optimize(
+        TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
+                    config.seed, listener, store.save),
+        timeout=config.timeout,
+        callbacks=[
+            optuna.study.MaxTrialsCallback(config.trials, states=in_flight),
+            report,
+            streak,
+            _collect_garbage,
+        ],
+        catch=(Exception,),
+    )
+    return streak.reason
+
+
+def work(config: TuneConfig, worker: int, listener: TuneListener) -> str | None:
+    """One worker process's share of a study that ``tune`` has checked and opened."""
+    quiet_libraries()
+    hypermodel, splits = prepare_task(config)
+    return run_trials(_load_study(config, worker), hypermodel, splits, config, listener)
 
 
 def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
@@ -220,50 +298,27 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     """
     quiet_libraries()
     hypermodel, splits = _check_and_prepare(config)
-    facts = {
-        "arch": config.arch,
-        "dataset": config.dataset,
-        "space": config.space.describe(),
-        "epochs": config.epochs,
-        "autodl_version": __version__,
-    }
     study = storage.open_study(
-        storage.open_storage(config.storage),
+        storage.open_storage(config.storage, config.heartbeat),
         config.study_name,
-        facts,
-        storage.make_sampler(config.sampler, config.seed),
+        _facts(config),
+        storage.make_sampler(config.sampler, _worker_seed(config, 0)),
         storage.make_pruner(config.pruner, config.epochs),
     )
-    store = storage.ModelStore(storage.artifact_dir(config.storage))
     finished = storage.finished_trials(study)
     listener.started(study.study_name, config.storage, splits.describe(), finished, config.trials)
     if config.seed is not None:
         np.random.seed(config.seed)
-
-    streak = _FailureStreak(FAILURE_STREAK)
-
-    def report(study: optuna.Study, trial: FrozenTrial) -> None:
-        best = _best(study)
-        listener.trial_finished(
-            TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best)
-        )
-
-    interrupted = False
+    stop_reason, interrupted = None, False
     if finished < config.trials:
         try:
-            study.optimize(
-                TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
-                            config.seed, listener, store.save),
-                timeout=config.timeout,
-                callbacks=[
-                    optuna.study.MaxTrialsCallback(config.trials, states=storage.FINISHED),
-                    report,
-                    streak,
-                    _collect_garbage,
-                ],
-                catch=(Exception,),
-            )
-        except KeyboardInterrupt:  # the running trial is already marked FAIL, "interrupted"
+            if config.workers > 1:
+                from autodl.workers import run_in_workers
+
+                stop_reason = run_in_workers(config, listener)
+            else:
+                stop_reason = run_trials(study, hypermodel, splits, config, listener)
+        except KeyboardInterrupt:  # the running trials are already marked FAIL, "interrupted"
             interrupted = True
 
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED,
@@ -271,13 +326,14 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     for trial in study.get_trials(deepcopy=False):
         if trial.state.name in counts:
             counts[trial.state.name] += 1
+    store = storage.ModelStore(storage.artifact_dir(config.storage))
     summary = TuneSummary(
         study_name=study.study_name,
         storage=config.storage,
         artifact_dir=str(store.directory),
         requested=config.trials,
         counts=counts,
-        stop_reason="interrupted" if interrupted else streak.reason,
+        stop_reason="interrupted" if interrupted else stop_reason,
         interrupted=interrupted,
     )
     best = _best(study)

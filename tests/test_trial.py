@@ -126,3 +126,23 @@ def test_optimizers_and_label_encoding():
     model.compile("adam", "sparse_categorical_crossentropy")
     assert not uses_one_hot_labels(model)
     assert np.all(np.isfinite(model.predict(np.zeros((1, 2)), verbose=0)))
+
+
+def test_out_of_memory_fails_one_trial_and_the_next_one_trains(splits):
+    import tensorflow as tf
+
+    class Greedy(Explosive):
+        """Runs out of memory when it is asked to be huge."""
+
+        def build(self, hp):
+            if hp.Boolean("huge"):
+                raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor")
+            return super().build(hp)
+
+    study, _, _ = run(Greedy(), splits, [{"huge": True, "explode": False},
+                                         {"huge": False, "explode": False}])
+    failed, completed = study.trials
+    assert failed.state.name == "FAIL"
+    assert failed.user_attrs["fail_kind"] == "ResourceExhaustedError"
+    assert "OOM when allocating tensor" in failed.user_attrs["fail_reason"]
+    assert completed.state.name == "COMPLETE"

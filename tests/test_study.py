@@ -1,0 +1,115 @@
+"""Storage: crash and resume, study facts, and storage safety."""
+
+from __future__ import annotations
+
+import hashlib
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from conftest import tune_args
+
+from autodl import study as storage
+from autodl.errors import AutodlError
+
+STORAGE = "sqlite:///studies/autodl.db"
+
+
+def autodl(cwd, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autodl", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_kill_9_mid_trial_then_rerun_resumes_and_retries_the_lost_trial(in_tmp, tiny_npz):
+    data = f"npz:{tiny_npz}"
+    first = autodl(in_tmp, *tune_args(data, "--study", "k", "--heartbeat", "1", trials=2))
+    assert first.returncode == 0, first.stderr
+    before = {t.number: (t.state, t.value, t.params) for t in
+              optuna.load_study(study_name="k", storage=STORAGE).trials}
+
+    # Long trials, so the kill lands in the middle of one.
+    long_run = tune_args(data, "--study", "k", "--heartbeat", "1", "--epochs", "1000",
+                         "--patience", "1000", "--pruner", "none", trials=4)
+    process = subprocess.Popen([sys.executable, "-m", "autodl", *long_run], cwd=in_tmp,
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in process.stdout:
+        if line.startswith("Data:"):
+            break
+    time.sleep(4)  # the trial is training and has sent heartbeats
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    killed = optuna.load_study(study_name="k", storage=STORAGE).trials[-1]
+    assert killed.state.name == "RUNNING" and killed.number == 2
+
+    time.sleep(2.5)  # past the grace period (twice the heartbeat)
+    rerun = autodl(in_tmp, *tune_args(data, "--study", "k", "--heartbeat", "1", trials=4))
+    assert rerun.returncode == 0, rerun.stderr
+    trials = optuna.load_study(study_name="k", storage=STORAGE).trials
+    assert {t.number: (t.state, t.value, t.params) for t in trials[:2]} == before
+    assert trials[2].state.name == "FAIL"
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == 2]
+    assert len(retries) == 1 and retries[0].params == killed.params
+    assert retries[0].state.name in ("COMPLETE", "PRUNED")
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 4
+    assert "trial    2" not in rerun.stdout  # the lost trial is not re-reported as new
+
+
+def test_open_study_records_facts_and_refuses_another_dataset(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    facts = {"arch": "mlp", "dataset": "digits"}
+    sampler, pruner = optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
+    study = storage.open_study(storage.open_storage(url), "s", facts, sampler, pruner)
+    assert study.user_attrs[storage.FACTS_KEY] == facts
+    again = storage.open_study(storage.open_storage(url), "s", facts, sampler, pruner)
+    assert again._study_id == study._study_id
+    with pytest.raises(AutodlError, match="was run with dataset 'digits', not 'mnist'"):
+        storage.open_study(storage.open_storage(url), "s", {**facts, "dataset": "mnist"},
+                           sampler, pruner)
+
+
+def test_a_file_that_is_not_a_database_is_refused_and_left_unchanged(tmp_path):
+    db = tmp_path / "notes.db"
+    db.write_bytes(b"these are my notes, not a database\n" * 20)
+    digest = hashlib.sha256(db.read_bytes()).hexdigest()
+    with pytest.raises(AutodlError, match="cannot open storage"):
+        storage.open_storage(f"sqlite:///{db}")
+    assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
+
+
+def test_artifact_and_model_paths_follow_the_sqlite_file():
+    assert str(storage.artifact_dir("sqlite:///runs/x.db")) == "runs/artifacts"
+    assert str(storage.best_model_path("sqlite:///runs/x.db", "s")) == "runs/models/s.keras"
+    assert str(storage.artifact_dir("postgresql://u@h/db")) == "studies/artifacts"
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_an_sqlite_database_that_is_not_optunas_is_refused_and_left_unchanged(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "shop.db"
+    with sqlite3.connect(db) as connection:
+        connection.execute("create table orders (id integer primary key, item text)")
+        connection.execute("insert into orders (item) values ('keyboard')")
+    digest = _digest(db)
+    with pytest.raises(AutodlError, match="cannot open storage"):
+        storage.open_storage(f"sqlite:///{db}")
+    assert _digest(db) == digest
+
+
+def test_an_optuna_database_of_another_schema_version_is_refused_and_left_unchanged(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    optuna.create_study(study_name="old", storage=f"sqlite:///{db}")
+    with sqlite3.connect(db) as connection:
+        connection.execute("update alembic_version set version_num = 'v2.6.0.a'")
+    digest = _digest(db)
+    with pytest.raises(AutodlError, match="cannot open storage .*compatible"):
+        storage.open_storage(f"sqlite:///{db}")
+    assert _digest(db) == digest
