@@ -165,6 +165,24 @@ def open_study(
     return study
 
 
+def load_existing(url: str, name: str) -> optuna.Study:
+    """Load a study for reading (browse, report, export), never creating anything.
+
+    Raises:
+        AutodlError: If the storage does not exist, or has no study of that name (the
+            message lists the ones it has).
+    """
+    db_file = _sqlite_file(url)
+    if db_file is not None and not db_file.is_file():
+        raise AutodlError(f"no study storage at {url} (run `autodl tune` first)")
+    storage = open_storage(url)
+    names = optuna.get_all_study_names(storage)
+    if name not in names:
+        known = ", ".join(sorted(names)) or "none yet"
+        raise AutodlError(f"no study {name!r} in {url}; studies: {known}")
+    return optuna.load_study(study_name=name, storage=storage)
+
+
 def finished_trials(study: optuna.Study) -> int:
     """How many trials count towards ``--trials``: complete and pruned ones."""
     return len(study.get_trials(deepcopy=False, states=FINISHED))

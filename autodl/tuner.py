@@ -173,7 +173,7 @@ def prepare_task(config: TuneConfig) -> tuple[Any, Splits]:
         val_split=config.val_split,
         test_split=config.test_split,
         max_samples=config.max_samples,
-        seed=config.seed or 0,
+        seed=config.seed or 0,  # recorded on the study as split_seed
     )
     hypermodel = registry.instantiate(
         plugin, splits.input_shape, splits.num_classes, weights=config.weights
@@ -200,6 +200,18 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
     return hypermodel, splits
 
 
+def study_splits(study: optuna.Study) -> Splits:
+    """Rebuild the exact data splits a study was tuned on, from the facts it recorded."""
+    facts = study.user_attrs[storage.FACTS_KEY]
+    return make_splits(
+        load_dataset(facts["dataset"], facts["image_size"]),
+        val_split=facts["val_split"],
+        test_split=facts["test_split"],
+        max_samples=facts["max_samples"],
+        seed=facts["split_seed"],
+    )
+
+
 def _evaluate_best(
     study: optuna.Study, store: storage.ModelStore, splits: Splits, config: TuneConfig
 ) -> tuple[float, str, int]:
@@ -213,14 +225,22 @@ def _evaluate_best(
     return accuracy, str(path), int(model.count_params())
 
 
-def _facts(config: TuneConfig) -> dict[str, Any]:
-    """What the study records it was run with."""
+def _facts(config: TuneConfig, splits: Splits) -> dict[str, Any]:
+    """What the study records it was run with: enough to rebuild its data splits."""
     return {
         "arch": config.arch,
         "dataset": config.dataset,
         "space": config.space.describe(),
         "epochs": config.epochs,
         "autodl_version": __version__,
+        "val_split": config.val_split,
+        "test_split": config.test_split,
+        "max_samples": config.max_samples,
+        "image_size": config.image_size,
+        "split_seed": config.seed or 0,
+        "weights": config.weights,
+        "input_shape": list(splits.input_shape),
+        "class_names": splits.class_names,
     }
 
 
@@ -301,7 +321,7 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     study = storage.open_study(
         storage.open_storage(config.storage, config.heartbeat),
         config.study_name,
-        _facts(config),
+        _facts(config, splits),
         storage.make_sampler(config.sampler, _worker_seed(config, 0)),
         storage.make_pruner(config.pruner, config.epochs),
     )
