@@ -86,7 +86,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
         # Wait for a busy database (another worker, the dashboard) instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 60}
     try:
-        return optuna.storages.RDBStorage(
+        storage = optuna.storages.RDBStorage(
             url,
             engine_kwargs=engine_kwargs,
             skip_table_creation=existing,
@@ -99,6 +99,27 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
     except Exception as error:  # SQLAlchemy and driver errors: unreachable or not Optuna's
         reason = str(error).splitlines()[0]
         raise AutodlError(f"cannot open storage {url}: {reason}") from None
+    if db_file is not None:
+        _use_write_ahead_log(storage.engine)
+    return storage
+
+
+def _use_write_ahead_log(engine: Any) -> None:
+    """Switch a proven Optuna SQLite file to write-ahead logging.
+
+    Readers (the dashboard, other workers) then never block the writer, and commits
+    wait for no disk sync (synchronous=NORMAL is crash-safe with WAL): a trial makes
+    some twenty small commits.
+    """
+    from sqlalchemy import event
+
+    def tune_connection(connection: Any, _record: Any) -> None:
+        connection.execute("PRAGMA synchronous=NORMAL")
+
+    event.listen(engine, "connect", tune_connection)
+    engine.dispose()  # pooled connections predate the listener
+    with engine.connect() as connection:
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
 def artifact_dir(url: str) -> Path:
