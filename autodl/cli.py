@@ -100,7 +100,9 @@ def _print_summary(summary) -> None:
     print(f"Study:  {summary.study_name} in {summary.storage}")
     if summary.interrupted:
         print("Run the same command again to continue the study.")
-    print(f"Browse: optuna-dashboard {summary.storage} --artifact-dir {summary.artifact_dir}")
+    storage = "" if summary.storage == DEFAULT_STORAGE else f" --storage {summary.storage}"
+    print(f"Browse: autodl dashboard{storage}   (or: autodl report {summary.study_name} "
+          f"--out DIR{storage})")
 
 
 def _load_backend(debug: bool) -> None:
@@ -141,6 +143,96 @@ def _plugins(args: argparse.Namespace) -> int:
               "(unless it compiles its own models):")
         for name, spec in TRAINING_SPACE.items():
             print(f"    {name:<18} {spec.describe()}")
+    return 0
+
+
+def _write_csv(path: str, frame, force: bool) -> None:
+    from autodl.browse import write_new_file
+
+    write_new_file(path, frame.to_csv(index=False), force)
+    print(f"Wrote {len(frame)} rows to {path}", file=sys.stderr)
+
+
+def _studies(args: argparse.Namespace) -> int:
+    import json
+
+    from autodl import browse
+
+    overviews = browse.list_studies(args.storage)
+    if args.csv:
+        _write_csv(args.csv, browse.studies_frame(overviews), args.force)
+    if args.json:
+        print(json.dumps([overview.to_json() for overview in overviews], indent=2))
+    elif overviews:
+        print(browse.render_studies(overviews))
+    else:
+        print(f"No studies in {args.storage}.")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from autodl import browse
+
+    detail = browse.show_study(args.storage, args.study, args.top)
+    if args.csv:
+        _write_csv(args.csv, detail.trials, args.force)
+    print(browse.render_detail(detail))
+    return 0
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from autodl.dashboard import is_loopback, serve
+
+    def ready(url: str) -> None:
+        if not is_loopback(args.host):
+            print(f"autodl: warning: the dashboard has no authentication; anyone who can "
+                  f"reach {args.host}:{args.port} can read and change your studies",
+                  file=sys.stderr)
+        print(f"Dashboard for {args.storage}: {url}  (Ctrl-C to stop)", flush=True)
+
+    serve(args.storage, args.host, args.port, on_ready=ready)
+    print("Dashboard stopped.")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    _load_backend(args.debug)
+    from autodl.export import export_study
+
+    result = export_study(args.study, args.out, args.format, args.storage, args.retrain,
+                          args.force, quiet=not args.debug)
+    manifest, check = result.manifest, result.manifest["verification"]
+    retrained = manifest["retrained"]
+    how = (f"retrained for {retrained['epochs']} epochs on {retrained['examples']} examples"
+           if retrained else "its stored model")
+    print(f"Exported trial #{manifest['trial']} of {manifest['study']} ({how}) as "
+          f"{manifest['format']}: {result.model_file}")
+    print(f"test accuracy {manifest['test_accuracy']:.4f} on {manifest['test_examples']} "
+          f"examples (validation accuracy in tuning {manifest['validation_accuracy']:.4f})")
+    print(f"verified with {check['runtime']}: probabilities within "
+          f"{check['max_abs_difference']:.2g} of the Keras model's (tolerance "
+          f"{check['tolerance']:g})")
+    print(f"Manifest: {result.folder / 'manifest.json'}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    _load_backend(args.debug)
+    from autodl.predict import predict_files
+
+    for prediction in predict_files(args.model, args.files, quiet=not args.debug):
+        print(f"{prediction.source}\t{prediction.class_name}\t{prediction.probability:.4f}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    _load_backend(args.debug)
+    from autodl.report import write_report
+
+    written = write_report(args.storage, args.study, Path(args.out), args.force)
+    print(f"Report: {written[0]} ({len(written) - 1} figures)")
     return 0
 
 
@@ -211,6 +303,86 @@ def build_parser() -> argparse.ArgumentParser:
                          help="sample input shape for the dry build (default: 32,32,3)")
     plugins.add_argument("--classes", type=int, default=10, help="sample class count")
     plugins.set_defaults(handler=_plugins)
+
+    storage_help = f"Optuna storage URL (default: {DEFAULT_STORAGE})"
+    studies = commands.add_parser(
+        "studies", help="list the studies in a storage",
+        description="List every study: arch, dataset, trials by state, best validation "
+        "accuracy, test accuracy of the best model, created and last-updated time.",
+    )
+    studies.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
+    studies.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    studies.add_argument("--csv", metavar="FILE", help="also write the listing as CSV")
+    studies.add_argument("--force", action="store_true", help="replace an existing --csv FILE")
+    studies.set_defaults(handler=_studies)
+
+    show = commands.add_parser(
+        "show", help="show a study's best trial and top trials",
+        description="Show a study's best trial in full (hyperparameters, per-epoch history, "
+        "parameter count, training time) and its top completed trials.",
+    )
+    show.add_argument("study", help="study name (see `autodl studies`)")
+    show.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
+    show.add_argument("--top", type=int, default=10, metavar="K",
+                      help="how many of the best completed trials to list (default: 10)")
+    show.add_argument("--csv", metavar="FILE", help="write every trial as CSV")
+    show.add_argument("--force", action="store_true", help="replace an existing --csv FILE")
+    show.set_defaults(handler=_show)
+
+    dashboard = commands.add_parser(
+        "dashboard", help="browse the studies in optuna-dashboard",
+        description="Serve optuna-dashboard on the storage, with the stored models as trial "
+        "artifacts, until Ctrl-C. It has no authentication: keep the default host.",
+    )
+    dashboard.add_argument("--storage", default=DEFAULT_STORAGE, help=storage_help)
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default: 127.0.0.1, this machine only)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    dashboard.set_defaults(handler=_dashboard)
+    export = commands.add_parser(
+        "export", help="export a study's best model (keras, savedmodel, tflite, onnx)",
+        description="Write a study's best model and a manifest.json into a new folder, then "
+        "load it back with its format's runtime and check it predicts the test split as "
+        "the stored model does.",
+    )
+    export.add_argument("study", help="study name")
+    export.add_argument("--out", required=True, metavar="PATH", help="folder to create")
+    export.add_argument("--format", default="keras",
+                        help="keras (default), savedmodel, tflite (pip install "
+                        "'autodl[tflite]') or onnx (pip install 'autodl[onnx]')")
+    export.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    export.add_argument("--retrain", action="store_true",
+                        help="train the best configuration again on training + validation "
+                        "data, for the best trial's epoch count")
+    export.add_argument("--force", action="store_true",
+                        help="replace PATH if it is an earlier export")
+    export.set_defaults(handler=_export)
+
+    predict = commands.add_parser(
+        "predict", help="classify image files or arrays with an exported model",
+        description="Print each input's most probable class and its probability. Images "
+        "are converted, resized and scaled as the export's manifest says.",
+    )
+    predict.add_argument("model", help="an export folder (made by `autodl export`)")
+    predict.add_argument("files", nargs="+", metavar="FILE",
+                         help="image files (PNG, JPEG, ...), or .npz files of an array x")
+    predict.set_defaults(handler=_predict)
+
+    report = commands.add_parser(
+        "report", help="write a study's HTML report with its figures",
+        description="Write a folder holding index.html and PNG figures (optimization "
+        "history, parameter importances, parallel coordinates, per-epoch values of every "
+        "trial, the best trial's training curves, its confusion matrix and test images), "
+        "to open in a browser without a server.",
+    )
+    report.add_argument("study", help="study name (see `autodl studies`)")
+    report.add_argument("--out", required=True, metavar="DIR", help="folder to create")
+    report.add_argument("--storage", default=DEFAULT_STORAGE,
+                        help=f"Optuna storage URL (default: {DEFAULT_STORAGE})")
+    report.add_argument("--force", action="store_true",
+                        help="replace DIR if it holds an earlier report")
+    report.set_defaults(handler=_report)
     return parser
 
 

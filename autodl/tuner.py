@@ -201,8 +201,20 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
 
 
 def study_splits(study: optuna.Study) -> Splits:
-    """Rebuild the exact data splits a study was tuned on, from the facts it recorded."""
-    facts = study.user_attrs[storage.FACTS_KEY]
+    """Rebuild the exact data splits a study was tuned on, from the facts it recorded.
+
+    Raises:
+        AutodlError: If the study does not record them (it was tuned by an older autodl,
+            or not by autodl), or its dataset cannot be loaded.
+    """
+    facts = study.user_attrs.get(storage.FACTS_KEY) or {}
+    needed = ("dataset", "image_size", "val_split", "test_split", "max_samples", "split_seed")
+    missing = [key for key in needed if key not in facts]
+    if missing:
+        raise AutodlError(
+            f"study {study.study_name!r} does not record how its data was split (no "
+            f"{', '.join(missing)}): it was tuned by an older autodl, or not by autodl"
+        )
     return make_splits(
         load_dataset(facts["dataset"], facts["image_size"]),
         val_split=facts["val_split"],

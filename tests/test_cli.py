@@ -65,7 +65,7 @@ def test_summary_names_best_model_and_browse_command(in_tmp, tiny_npz, capsys):
     assert "trial    0 COMPLETE" in out
     assert "test accuracy" in out and "best trial" in out
     assert "Model:  studies/models/s.keras" in out
-    assert f"optuna-dashboard {STORAGE} --artifact-dir studies/artifacts" in out
+    assert "Browse: autodl dashboard   (or: autodl report s --out DIR)" in out
 
 
 def test_rerun_tops_up_and_keeps_finished_trials(in_tmp, tiny_npz, capsys):

@@ -1,0 +1,597 @@
+"""Export a study's best model for serving: Keras, TensorFlow SavedModel, TFLite or ONNX.
+
+An export is a folder holding the model file(s) and ``manifest.json``, which says what
+the model is (study, trial, hyperparameters, accuracies), what it takes (input shape,
+dtype, and how to turn an image or an array into an input: see
+:func:`describe_preprocessing`), its class names, and the library versions. Before the
+folder appears, the written model is loaded back with its format's own runtime and its
+predictions on the study's test split are compared with the stored model's; a
+difference above the format's tolerance is an error. The folder is written under a
+temporary name beside its destination and renamed at the end, so an export either
+exists whole or not at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import optuna
+
+from autodl import __version__, registry
+from autodl import study as storage
+from autodl._imports import native_stderr_hidden, try_import
+from autodl.config import DEFAULT_STORAGE, Fixed, Space
+from autodl.datasets import Splits
+from autodl.errors import AutodlError
+from autodl.hyperparameters import OptunaHyperParameters
+from autodl.trial import (
+    build_model,
+    declare_training,
+    encode_labels,
+    make_optimizer,
+    owns_compile,
+)
+from autodl.tuner import study_splits
+
+MANIFEST = "manifest.json"
+#: Examples per call of a runtime, so large test splits and inputs stay in memory.
+BATCH = 256
+#: The PIL mode images are converted to, by the channel count of the model's input.
+COLOR_MODES = {1: "L", 3: "RGB", 4: "RGBA"}
+#: The facts a study must have recorded to be exported.
+_NEEDED_FACTS = ("arch", "dataset", "image_size", "val_split", "test_split", "max_samples",
+                 "split_seed", "input_shape", "class_names")
+
+Predictor = Callable[[np.ndarray], np.ndarray]
+
+
+def _batched(run: Callable[[np.ndarray], Any]) -> Predictor:
+    """A predictor that feeds ``run`` at most ``BATCH`` examples at a time."""
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        parts = [np.asarray(run(x[i:i + BATCH])) for i in range(0, len(x), BATCH)]
+        return np.concatenate(parts).astype("float32")
+
+    return predict
+
+
+def _write_keras(model: keras.Model, path: Path) -> None:
+    model.save(path)
+
+
+def _load_keras(path: Path) -> Predictor:
+    model = keras.models.load_model(path, safe_mode=True)  # never runs code from the file
+    return _batched(model.predict_on_batch)
+
+
+def _write_saved_model(model: keras.Model, path: Path) -> None:
+    model.export(path, format="tf_saved_model", verbose=False)
+
+
+def _load_saved_model(path: Path) -> Predictor:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(path))
+    return _batched(lambda x: loaded.serve(tf.constant(x)).numpy())
+
+
+def _write_tflite(model: keras.Model, path: Path) -> None:
+    model.export(path, format="litert", verbose=False)
+
+
+def _load_tflite(path: Path) -> Predictor:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    source = interpreter.get_input_details()[0]["index"]
+    target = interpreter.get_output_details()[0]["index"]
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if tuple(interpreter.get_input_details()[0]["shape"]) != x.shape:
+            interpreter.resize_tensor_input(source, x.shape)
+            interpreter.allocate_tensors()
+        interpreter.set_tensor(source, np.ascontiguousarray(x, dtype="float32"))
+        interpreter.invoke()
+        return interpreter.get_tensor(target).copy()
+
+    return _batched(run)
+
+
+@functools.cache
+def _teach_tf2onnx_erfc() -> None:
+    """Give tf2onnx a converter for ``Erfc``, which it lacks: erfc(x) = 1 - erf(x).
+
+    TensorFlow computes Keras's exact ``gelu`` as ``0.5 * x * erfc(-x / sqrt(2))``;
+    without this, tf2onnx writes a model that onnxruntime refuses.
+    """
+    import tf2onnx.onnx_opset  # noqa: F401  (registers tf2onnx's own converters)
+    from tf2onnx import constants, handler, utils
+
+    opsets = handler.tf_op.get_opsets().get(constants.ONNX_DOMAIN, [])
+    if any("Erfc" in ops for ops in opsets):  # a tf2onnx that knows it already
+        return
+
+    @handler.tf_op("Erfc")
+    class _Erfc:
+        @classmethod
+        def version_9(cls, ctx: Any, node: Any, **kwargs: Any) -> None:
+            erf = ctx.make_node("Erf", [node.input[0]], op_name_scope=node.name, name="erf")
+            one = ctx.make_const(utils.make_name("one"), np.array(1, dtype=np.float32))
+            shapes, dtypes = node.output_shapes, node.output_dtypes
+            ctx.remove_node(node.name)
+            ctx.make_node("Sub", [one.output[0], erf.output[0]], outputs=[node.output[0]],
+                          name=node.name, shapes=shapes, dtypes=dtypes)
+
+
+class _Collect(logging.Handler):
+    """Keeps the error records of a library's logger, to report them in one line."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _write_onnx(model: keras.Model, path: Path) -> None:
+    _teach_tf2onnx_erfc()
+    logger = logging.getLogger("tf2onnx")
+    collect, propagate = _Collect(), logger.propagate
+    logger.addHandler(collect)
+    logger.propagate = False
+    try:
+        with warnings.catch_warnings():  # Keras's NumPy 2 patch of tf2onnx warns
+            warnings.simplefilter("ignore")
+            model.export(path, format="onnx", verbose=False)
+    finally:
+        logger.removeHandler(collect)
+        logger.propagate = propagate
+    if collect.messages:  # tf2onnx logs what it cannot convert and writes the file anyway
+        raise AutodlError(f"tf2onnx cannot convert this model to ONNX: {collect.messages[-1]}")
+
+
+def _load_onnx(path: Path) -> Predictor:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return _batched(lambda x: session.run(None, {name: x})[0])
+
+
+@dataclass(frozen=True)
+class ModelFormat:
+    """One export format: how to write a model in it and how to run the written file.
+
+    Attributes:
+        name: What ``--format`` calls it.
+        filename: The model file (or folder) inside the export folder.
+        tolerance: The largest difference allowed between a class probability of the
+            written model, run by its runtime, and of the Keras model it was written from.
+        runtime: The library that loads the written file back.
+        write: Writes a Keras model to a path.
+        load: Loads the written file with ``runtime`` and returns a predictor.
+        extra: The autodl extra that installs the modules below.
+        converter_modules: Modules needed to write this format.
+        runtime_modules: Modules needed to run it.
+    """
+
+    name: str
+    filename: str
+    tolerance: float
+    runtime: str
+    write: Callable[[keras.Model, Path], None]
+    load: Callable[[Path], Predictor]
+    extra: str | None = None
+    converter_modules: tuple[str, ...] = ()
+    runtime_modules: tuple[str, ...] = ()
+
+    def require(self, converter: bool = True) -> None:
+        """Check the modules this format needs are installed.
+
+        Args:
+            converter: Also check the converter's, not only the runtime's.
+
+        Raises:
+            AutodlError: Naming the missing module and the extra that installs it.
+        """
+        modules = (self.converter_modules if converter else ()) + self.runtime_modules
+        purpose = f"the {self.name} format"
+        for module in modules:
+            try_import(module, self.extra or "", purpose)
+
+    def versions(self) -> dict[str, str]:
+        """The versions of the libraries that write and run this format."""
+        names = ["tensorflow", "keras", *self.converter_modules, *self.runtime_modules]
+        return {name: _version(name) for name in dict.fromkeys(names)}
+
+
+def _version(module: str) -> str:
+    """An installed module's version (whichever distribution provides it)."""
+    try:
+        return str(importlib.import_module(module).__version__)
+    except (ImportError, AttributeError):
+        return "unknown"
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+#: Every format ``autodl export --format`` writes. Tolerances are on class probabilities;
+#: measured on the test suite's models the differences are 0 (Keras), 0 (SavedModel)
+#: and about 1e-7 (TFLite, ONNX): float32 kernels that sum in another order.
+FORMATS: dict[str, ModelFormat] = {
+    "keras": ModelFormat("keras", "model.keras", 1e-6, "keras", _write_keras, _load_keras),
+    "savedmodel": ModelFormat("savedmodel", "saved_model", 1e-5, "tensorflow",
+                              _write_saved_model, _load_saved_model),
+    "tflite": ModelFormat("tflite", "model.tflite", 1e-4, "ai_edge_litert", _write_tflite,
+                          _load_tflite, "tflite", runtime_modules=("ai_edge_litert",)),
+    "onnx": ModelFormat("onnx", "model.onnx", 1e-4, "onnxruntime", _write_onnx, _load_onnx,
+                        "onnx", ("tf2onnx", "onnx"), ("onnxruntime",)),
+}
+
+
+def get_format(name: str) -> ModelFormat:
+    """The format called ``name``.
+
+    Raises:
+        AutodlError: If there is no such format.
+    """
+    if name not in FORMATS:
+        raise AutodlError(f"unknown format {name!r}; choose from {', '.join(FORMATS)}")
+    return FORMATS[name]
+
+
+def _value_range(x: np.ndarray) -> tuple[float, float]:
+    """The range the model's inputs live in: the usual one that holds the training data."""
+    low, high = float(np.min(x)), float(np.max(x))
+    for nominal_low, nominal_high in ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0)):
+        if nominal_low <= low and high <= nominal_high:
+            return nominal_low, nominal_high
+    return low, high
+
+
+def _source(facts: dict[str, Any]) -> str:
+    """How the study's dataset turned its raw data into model inputs, for people."""
+    kind = facts["dataset"].partition(":")[0]
+    if kind == "digits":
+        return "scikit-learn digits: 8x8 grayscale ink counts 0..16, divided by 16"
+    if kind == "images":
+        size = facts["image_size"]
+        return f"image files: converted to RGB, resized to {size}x{size} (bilinear), /255"
+    return f"{facts['dataset']}: 8-bit pixels divided by 255, other values as stored"
+
+
+def describe_preprocessing(facts: dict[str, Any], splits: Splits) -> dict[str, Any]:
+    """How to turn an image file or an array into the model's input, from the study's facts.
+
+    Image files (8-bit pixels ``p``) become ``p * pixel_scale + pixel_offset``, which
+    maps 0..255 onto the model's ``value_range``, after conversion to ``color_mode``
+    and a bilinear resize to ``height`` x ``width``. Arrays of 8-bit integers are
+    scaled the same way; other arrays are in the dataset's own units and are multiplied
+    by ``array_scale`` (1/16 for the digits' ink counts, else 1: taken as they are).
+
+    Args:
+        facts: What the study recorded (``study.user_attrs["autodl"]``).
+        splits: The study's data splits.
+
+    Returns:
+        The manifest's ``preprocessing`` table; its ``kind`` is ``image`` for inputs of
+        shape (height, width, 1, 3 or 4 channels), else ``array`` (no image files).
+    """
+    shape = tuple(splits.input_shape)
+    low, high = _value_range(splits.x_train)
+    table: dict[str, Any] = {"kind": "array", "value_range": [low, high]}
+    if len(shape) == 3 and shape[-1] in COLOR_MODES:
+        table.update(kind="image", height=shape[0], width=shape[1], channels=shape[-1],
+                     color_mode=COLOR_MODES[shape[-1]], resize="bilinear")
+    table.update(
+        pixel_scale=(high - low) / 255.0,
+        pixel_offset=low,
+        array_scale=1 / 16 if facts["dataset"] == "digits" else 1.0,
+        source=_source(facts),
+    )
+    return table
+
+
+def _facts(study: optuna.Study) -> dict[str, Any]:
+    facts = study.user_attrs.get(storage.FACTS_KEY) or {}
+    missing = [key for key in _NEEDED_FACTS if key not in facts]
+    if missing:
+        raise AutodlError(
+            f"study {study.study_name!r} does not record {', '.join(missing)} (it was tuned "
+            "by an older autodl); tune a new study to export it"
+        )
+    return facts
+
+
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    try:
+        return study.best_trial
+    except ValueError:
+        raise AutodlError(f"study {study.study_name!r} has no completed trial yet") from None
+
+
+def _splits(study: optuna.Study, facts: dict[str, Any]) -> Splits:
+    try:
+        return study_splits(study)
+    except AutodlError as error:
+        raise AutodlError(
+            f"cannot load the study's dataset {facts['dataset']} (a relative path is "
+            f"relative to the folder `autodl tune` ran in): {error}"
+        ) from None
+
+
+@dataclass
+class Retrained:
+    """A model trained again on training + validation data."""
+
+    model: keras.Model
+    epochs: int
+    examples: int
+    seed: int
+    history: list[dict[str, float]]
+
+
+def retrain(study: optuna.Study, trial: optuna.trial.FrozenTrial, splits: Splits) -> Retrained:
+    """Train the trial's configuration again, on training + validation data.
+
+    The model is built and compiled by the trial runner's own functions, with every
+    hyperparameter fixed at the trial's value, and trained for the trial's best epoch
+    count (no validation data is left to stop it earlier).
+
+    Args:
+        study: The study the trial belongs to.
+        trial: A completed trial.
+        splits: The study's data splits.
+
+    Returns:
+        The trained model and how it was trained.
+    """
+    facts = _facts(study)
+    epochs = trial.user_attrs.get("best_epoch")
+    if epochs is None:
+        raise AutodlError(f"trial {trial.number} does not record its best epoch")
+    hypermodel = registry.instantiate(
+        registry.find(facts["arch"]), splits.input_shape, splits.num_classes,
+        weights=facts.get("weights"),
+    )
+    values = trial.user_attrs["hyperparameters"]
+    hp = OptunaHyperParameters(Space({name: Fixed(value) for name, value in values.items()}))
+    keras.backend.clear_session()
+    seed = int(facts["split_seed"]) + trial.number  # as the trial was seeded
+    keras.utils.set_random_seed(seed)
+    training = declare_training(hp, hypermodel)
+    model = build_model(hypermodel, hp)
+    if not owns_compile(hypermodel):
+        model.compile(
+            optimizer=make_optimizer(
+                training["optimizer"], training["learning_rate"], training["weight_decay"]
+            ),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+    x = np.concatenate([splits.x_train, splits.x_val])
+    y = np.concatenate([splits.y_train, splits.y_val])
+    history = model.fit(x, encode_labels(model, y, splits.num_classes),
+                        batch_size=training["batch_size"], epochs=int(epochs), verbose=0)
+    records = [
+        {"epoch": epoch + 1, **{name: float(values[epoch])
+                                for name, values in history.history.items()}}
+        for epoch in range(len(history.epoch))
+    ]
+    return Retrained(model, int(epochs), len(y), seed, records)
+
+
+def _check_destination(out: Path, force: bool) -> None:
+    if not out.parent.is_dir():
+        raise AutodlError(f"folder does not exist: {out.parent}")
+    if not out.exists() and not out.is_symlink():
+        return
+    if not force:
+        raise AutodlError(f"{out} exists; pass --force to replace it")
+    is_export = out.is_dir() and not out.is_symlink() and (out / MANIFEST).is_file()
+    if not (is_export or (out.is_dir() and not any(out.iterdir()))):
+        raise AutodlError(f"{out} exists and is not an autodl export; not replacing it")
+
+
+def _new_folder_beside(out: Path, kind: str) -> Path:
+    """A new hidden folder next to ``out`` (with the user's usual permissions)."""
+    folder = out.parent / f".{out.name}.{kind}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir()
+    return folder
+
+
+@contextlib.contextmanager
+def _staging(out: Path) -> Iterator[Path]:
+    """A temporary folder beside ``out``, renamed to ``out`` if the block succeeds."""
+    staging = _new_folder_beside(out, "partial")
+    try:
+        yield staging
+        if out.exists():  # checked and allowed by _check_destination
+            old = _new_folder_beside(out, "old")
+            os.replace(out, old / out.name)
+            os.replace(staging, out)
+            shutil.rmtree(old)
+        else:
+            os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def verify(model_format: ModelFormat, path: Path, x: np.ndarray,
+           expected: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Run the written model with its format's runtime and compare it with ``expected``.
+
+    Returns:
+        The written model's predictions for ``x``, and the comparison for the manifest.
+
+    Raises:
+        AutodlError: If the file cannot be run, or its predictions differ by more than
+            the format's tolerance.
+    """
+    try:
+        got = model_format.load(path)(x)
+    except Exception as error:  # any runtime's refusal of a file it was given
+        raise AutodlError(
+            f"the exported {model_format.name} model cannot be run by "
+            f"{model_format.runtime}: {_first_line(error)}"
+        ) from None
+    if got.shape != expected.shape:
+        raise AutodlError(f"the exported {model_format.name} model gives outputs of shape "
+                          f"{got.shape}, not {expected.shape}")
+    difference = float(np.max(np.abs(got - expected)))
+    if not difference <= model_format.tolerance:  # also catches NaN
+        raise AutodlError(
+            f"the exported {model_format.name} model's predictions differ from the stored "
+            f"model's by up to {difference:.3g} (tolerance {model_format.tolerance:g})"
+        )
+    return got, {
+        "runtime": f"{model_format.runtime} {_version(model_format.runtime)}",
+        "examples": len(x),
+        "max_abs_difference": difference,
+        "tolerance": model_format.tolerance,
+        "same_class": float(np.mean(got.argmax(-1) == expected.argmax(-1))),
+    }
+
+
+@dataclass
+class ExportResult:
+    """A finished export: its folder, model file and manifest."""
+
+    folder: Path
+    model_file: Path
+    manifest: dict[str, Any]
+
+
+def export_study(
+    study_name: str,
+    out: str | Path,
+    format: str = "keras",
+    storage_url: str = DEFAULT_STORAGE,
+    retrain_model: bool = False,
+    force: bool = False,
+    quiet: bool = True,
+) -> ExportResult:
+    """Export a study's best model, verified against the stored one.
+
+    Args:
+        study_name: The study.
+        out: The export folder to create.
+        format: ``keras``, ``savedmodel``, ``tflite`` or ``onnx``.
+        storage_url: The study's Optuna storage.
+        retrain_model: Train the best configuration again on training + validation data
+            for the best trial's epoch count, instead of exporting its stored model.
+        force: Replace ``out`` if it is an earlier export (or an empty folder).
+        quiet: Hide the converters' own console output.
+
+    Returns:
+        The export's folder, model file and manifest.
+
+    Raises:
+        AutodlError: For an unknown format or study, a study without a completed trial,
+            an existing ``out``, a missing converter or runtime, or a written model whose
+            predictions differ from the stored model's. Nothing is left at ``out`` then.
+    """
+    model_format = get_format(format)
+    out = Path(out)
+    _check_destination(out, force)
+    model_format.require()
+    study = storage.load_existing(storage_url, study_name)
+    trial = _best_trial(study)
+    facts = _facts(study)
+    splits = _splits(study, facts)
+    retrained = None
+    if retrain_model:
+        retrained = retrain(study, trial, splits)
+        model = retrained.model
+    else:
+        store = storage.ModelStore(storage.artifact_dir(storage_url))
+        with tempfile.TemporaryDirectory() as tmp:
+            path = store.download(trial, Path(tmp) / f"trial-{trial.number}.keras")
+            model = keras.models.load_model(path, safe_mode=True)
+    expected = _batched(model.predict_on_batch)(splits.x_test)
+    with _staging(out) as staging:
+        model_file = staging / model_format.filename
+        with native_stderr_hidden(quiet):
+            model_format.write(model, model_file)
+            probabilities, check = verify(model_format, model_file, splits.x_test, expected)
+        manifest = {
+            "format": model_format.name,
+            "model": model_format.filename,
+            "study": study.study_name,
+            "trial": trial.number,
+            "arch": facts["arch"],
+            "dataset": facts["dataset"],
+            "hyperparameters": trial.user_attrs.get("hyperparameters", trial.params),
+            "validation_accuracy": trial.value,
+            "test_accuracy": float(np.mean(probabilities.argmax(-1) == splits.y_test)),
+            "test_examples": len(splits.y_test),
+            "retrained": None if retrained is None else {
+                "epochs": retrained.epochs, "examples": retrained.examples,
+                "seed": retrained.seed, "history": retrained.history,
+            },
+            "input": {"shape": list(splits.input_shape),
+                      "dtype": str(keras.backend.standardize_dtype(model.inputs[0].dtype))},
+            "preprocessing": describe_preprocessing(facts, splits),
+            "class_names": list(splits.class_names),
+            "verification": check,
+            "versions": {"autodl": __version__, **model_format.versions()},
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return ExportResult(out, out / model_format.filename, manifest)
+
+
+@dataclass
+class ExportedModel:
+    """An export folder, opened for predictions."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    predict: Predictor
+
+
+def open_export(folder: str | Path) -> ExportedModel:
+    """Open an export folder and load its model with its format's runtime.
+
+    Raises:
+        AutodlError: If the folder is not an export, or its format's runtime is missing.
+    """
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        model_format = get_format(manifest["format"])
+        model_file = folder / manifest["model"]
+    except FileNotFoundError:
+        raise AutodlError(f"{folder} is not an autodl export (no {MANIFEST}); make one "
+                          "with `autodl export`") from None
+    except (OSError, ValueError, KeyError, TypeError, AutodlError) as error:
+        raise AutodlError(f"{folder / MANIFEST} is not a valid export manifest: "
+                          f"{error}") from None
+    if not model_file.exists():
+        raise AutodlError(f"{model_file} is missing")
+    model_format.require(converter=False)
+    try:
+        predictor = model_format.load(model_file)
+    except Exception as error:  # any runtime's refusal of a file it was given
+        raise AutodlError(f"cannot load {model_file}: {_first_line(error)}") from None
+    return ExportedModel(folder, manifest, predictor)

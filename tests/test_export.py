@@ -1,0 +1,323 @@
+"""`autodl export`: every format round-trips the tiny study's best model; bad input is refused."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from conftest import make_images
+
+from autodl.cli import main
+
+FORMATS = ("keras", "savedmodel", "tflite", "onnx")
+
+
+@contextlib.contextmanager
+def inside(folder: Path):
+    """The tiny study's dataset path (npz:tiny.npz) is relative to its folder."""
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(cwd)
+
+
+def export(tiny_study, out: Path, *options: str) -> int:
+    folder, storage, name = tiny_study
+    with inside(folder):
+        return main(["export", name, "--out", str(out), "--storage", storage, *options])
+
+
+def leftovers(folder: Path) -> list[str]:
+    """Hidden staging folders an export may have left beside its destination."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+@pytest.fixture(scope="module")
+def exports(tiny_study, tmp_path_factory):
+    """One export per format, made on first use and shared by the module's tests."""
+    folder = tmp_path_factory.mktemp("exports")
+    made: dict[str, Path] = {}
+
+    def get(format: str) -> Path:
+        if format not in made:
+            assert export(tiny_study, folder / format, "--format", format) == 0
+            made[format] = folder / format
+        return made[format]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_study):
+    """The tiny study, its test split and its stored best model's predictions on it."""
+    import keras
+
+    from autodl.tuner import study_splits
+
+    folder, storage, name = tiny_study
+    study = optuna.load_study(study_name=name, storage=storage)
+    with inside(folder):
+        splits = study_splits(study)
+    model = keras.models.load_model(folder / "studies" / "models" / f"{name}.keras")
+    return study, splits, model.predict(splits.x_test, verbose=0)
+
+
+def run_with_runtime(format: str, path: Path, x: np.ndarray) -> np.ndarray:
+    """Predictions of an exported file, run by its format's own runtime (not autodl's code)."""
+    if format == "keras":
+        import keras
+
+        return keras.models.load_model(path).predict(x, verbose=0)
+    if format == "savedmodel":
+        import tensorflow as tf
+
+        loaded = tf.saved_model.load(str(path))  # kept: serve needs its variables alive
+        return loaded.serve(tf.constant(x)).numpy()
+    if format == "tflite":
+        from ai_edge_litert.interpreter import Interpreter
+
+        interpreter = Interpreter(model_path=str(path))
+        source = interpreter.get_input_details()[0]["index"]
+        interpreter.resize_tensor_input(source, x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(source, x)
+        interpreter.invoke()
+        return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_round_trip_matches_stored_model(format, exports, reference, capsys):
+    from autodl.export import FORMATS as DEFINED
+
+    study, splits, expected = reference
+    folder = exports(format)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["format"] == format
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["manifest.json",
+                                                               manifest["model"]])
+    got = run_with_runtime(format, folder / manifest["model"], splits.x_test)
+    tolerance = DEFINED[format].tolerance
+    assert got.shape == expected.shape
+    assert np.max(np.abs(got - expected)) <= tolerance
+    check = manifest["verification"]
+    assert check["tolerance"] == tolerance and check["max_abs_difference"] <= tolerance
+    assert check["examples"] == len(splits.y_test) and check["same_class"] == 1.0
+    assert manifest["test_accuracy"] == pytest.approx(study.user_attrs["test"]["accuracy"])
+    # autodl predict runs every format: the same probabilities for the test split's arrays.
+    arrays = folder.parent / f"{format}-x.npz"
+    np.savez(arrays, x=splits.x_test)
+    capsys.readouterr()
+    assert main(["predict", str(folder), str(arrays)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split("\t")[0] for line in lines] == [f"{arrays}[{i}]"
+                                                      for i in range(len(expected))]
+    assert [line.split("\t")[1] for line in lines] == [
+        study.user_attrs["autodl"]["class_names"][c] for c in expected.argmax(-1)
+    ]
+    probabilities = [float(line.split("\t")[2]) for line in lines]
+    np.testing.assert_allclose(probabilities, expected.max(-1), atol=1e-4)
+    one = folder.parent / f"{format}-one.npy"  # a single example: a batch of one
+    np.save(one, splits.x_test[-1])
+    assert main(["predict", str(folder), str(one)]) == 0
+    assert capsys.readouterr().out.splitlines() == [lines[-1].replace(str(arrays), str(one))
+                                                    .replace(f"[{len(lines) - 1}]", "[0]")]
+
+
+def test_manifest_describes_model_and_preprocessing(exports, reference):
+    import keras
+    import tensorflow as tf
+
+    import autodl
+
+    study, splits, _ = reference
+    manifest = json.loads((exports("keras") / "manifest.json").read_text())
+    best = study.best_trial
+    assert manifest["study"] == "tiny" and manifest["trial"] == best.number
+    assert manifest["arch"] == "mlp" and manifest["dataset"] == "npz:tiny.npz"
+    assert manifest["hyperparameters"] == best.user_attrs["hyperparameters"]
+    assert manifest["validation_accuracy"] == best.value
+    assert manifest["test_examples"] == len(splits.y_test)
+    assert manifest["retrained"] is None
+    assert manifest["input"] == {"shape": [8, 8, 1], "dtype": "float32"}
+    assert manifest["class_names"] == ["0", "1", "2"]
+    prep = manifest["preprocessing"]
+    assert prep["kind"] == "image"
+    assert (prep["height"], prep["width"], prep["channels"]) == (8, 8, 1)
+    assert prep["color_mode"] == "L" and prep["value_range"] == [0.0, 1.0]
+    assert prep["pixel_scale"] == pytest.approx(1 / 255) and prep["pixel_offset"] == 0.0
+    assert prep["array_scale"] == 1.0  # the npz held floats, used as they are
+    versions = manifest["versions"]
+    assert versions["autodl"] == autodl.__version__
+    assert versions["keras"] == keras.__version__ and versions["tensorflow"] == tf.__version__
+
+
+def test_onnx_manifest_names_converter_versions(exports):
+    versions = json.loads((exports("onnx") / "manifest.json").read_text())["versions"]
+    assert {"tf2onnx", "onnx", "onnxruntime"} <= set(versions)
+    assert "unknown" not in versions.values()
+
+
+def test_existing_output_is_refused_then_replaced_with_force(exports, tiny_study, tmp_path,
+                                                             capsys):
+    out = tmp_path / "out"
+    shutil.copytree(exports("keras"), out)
+    (out / "marker").write_text("an earlier export")
+    assert export(tiny_study, out) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert (out / "marker").is_file()
+    assert export(tiny_study, out, "--force") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "model.keras"]
+    assert leftovers(tmp_path) == []
+
+
+def test_force_never_replaces_what_is_not_an_export(tiny_study, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    assert export(tiny_study, out, "--force") == 2
+    assert "is not an autodl export" in capsys.readouterr().err
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_retrain_trains_best_configuration_for_best_epoch(tiny_study, reference, tmp_path):
+    import keras
+
+    study, splits, _ = reference
+    best = study.best_trial
+    out = tmp_path / "retrained"
+    assert export(tiny_study, out, "--retrain") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    retrained = manifest["retrained"]
+    assert retrained["epochs"] == best.user_attrs["best_epoch"]
+    assert [h["epoch"] for h in retrained["history"]] == list(range(1, retrained["epochs"] + 1))
+    assert retrained["examples"] == len(splits.y_train) + len(splits.y_val)
+    assert manifest["hyperparameters"] == best.user_attrs["hyperparameters"]
+    model = keras.models.load_model(out / "model.keras")
+    stored = keras.models.load_model(tiny_study[0] / "studies" / "models" / "tiny.keras")
+    assert model.count_params() == stored.count_params()  # the same architecture...
+    assert [w.shape for w in model.get_weights()] == [w.shape for w in stored.get_weights()]
+    assert any(not np.allclose(a, b) for a, b in zip(model.get_weights(),
+                                                     stored.get_weights(), strict=True))
+
+
+@pytest.fixture
+def empty_study(tmp_path_factory) -> str:
+    """A storage holding a study whose only trial failed."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('empty')}/empty.db"
+    study = optuna.create_study(study_name="empty", storage=url)
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL))
+    return url
+
+
+BAD = {
+    "unknown study": (["nope"], "no study 'nope' in"),
+    "unknown format": (["tiny", "--format", "pt"], "unknown format 'pt'; choose from keras"),
+    "no completed trial": (["empty"], "study 'empty' has no completed trial"),
+    "missing folder": (["tiny", "--out", "{tmp}/no/such/out"], "folder does not exist"),
+    "existing output": (["tiny", "--out", "{tmp}/taken"], "taken exists; pass --force"),
+    "missing storage": (["tiny", "--storage", "sqlite:///{tmp}/none.db"], "no study storage"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_one_line_exit_2_nothing_written(case, tiny_study, empty_study, tmp_path,
+                                                   capsys):
+    folder, storage, _ = tiny_study
+    args, message = BAD[case]
+    args = [a.format(tmp=tmp_path) for a in args]
+    (tmp_path / "taken").mkdir()
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "out")]
+    if "--storage" not in args:
+        args += ["--storage", empty_study if args[0] == "empty" else storage]
+    before = sorted(tmp_path.iterdir())
+    with inside(folder):
+        assert main(["export", *args]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("autodl: error: ") and err.count("\n") == 1, err
+    assert message in err
+    assert sorted(tmp_path.iterdir()) == before
+
+
+@pytest.mark.parametrize(("format", "module"), [("onnx", "onnxruntime"), ("onnx", "tf2onnx"),
+                                                ("tflite", "ai_edge_litert")])
+def test_missing_converter_or_runtime_names_the_extra(format, module, tiny_study, tmp_path,
+                                                      monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, module, None)  # import fails as if not installed
+    assert export(tiny_study, tmp_path / "out", "--format", format) == 2
+    err = capsys.readouterr().err
+    assert err == (f"autodl: error: the {format} format needs the '{module}' package: "
+                   f"pip install 'autodl[{format}]'\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_error_is_one_line_on_the_real_stderr(tiny_study, tmp_path):
+    """Run as a user does: TensorFlow's own start-up lines must not reach the terminal."""
+    folder, storage, _ = tiny_study
+    env = {**os.environ}
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "autodl", "export", "tiny", "--out", str(tmp_path / "out"),
+         "--storage", storage, "--format", "onnx"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    # Run outside the study's folder, the relative dataset path cannot be found.
+    assert result.returncode == 2
+    assert result.stderr.startswith("autodl: error: cannot load the study's dataset")
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_onnx_converts_exact_gelu(tmp_path):
+    """tf2onnx has no Erfc, which TensorFlow's exact gelu uses; export teaches it."""
+    import keras
+
+    from autodl.export import FORMATS as DEFINED
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Flatten()(inputs)
+    x = keras.layers.Dense(16, activation="gelu")(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    x, _ = make_images(10)
+    expected = model.predict(x, verbose=0)  # a model is exported once it has been called
+    onnx = DEFINED["onnx"]
+    onnx.write(model, tmp_path / "gelu.onnx")
+    got = onnx.load(tmp_path / "gelu.onnx")(x)
+    assert np.max(np.abs(got - expected)) <= onnx.tolerance
+
+
+def test_preprocessing_follows_the_dataset():
+    from autodl.datasets import Splits
+    from autodl.export import describe_preprocessing
+
+    def splits(x: np.ndarray) -> Splits:
+        y = np.zeros(len(x), dtype="int64")
+        return Splits(x, y, x, y, x, y, ["a"])
+
+    digits = describe_preprocessing({"dataset": "digits", "image_size": 96},
+                                    splits(np.linspace(0, 1, 128).reshape(2, 8, 8, 1)))
+    assert digits["array_scale"] == 1 / 16 and digits["color_mode"] == "L"
+    assert "0..16" in digits["source"]
+    photos = describe_preprocessing({"dataset": "images:photos", "image_size": 32},
+                                    splits(np.zeros((2, 32, 32, 3))))
+    assert (photos["kind"], photos["color_mode"], photos["height"]) == ("image", "RGB", 32)
+    wide = describe_preprocessing({"dataset": "npz:x.npz", "image_size": 96},
+                                  splits(np.full((2, 4, 4, 1), 200.0)))
+    assert wide["value_range"] == [0.0, 255.0] and wide["pixel_scale"] == 1.0
+    table = describe_preprocessing({"dataset": "npz:t.npz", "image_size": 96},
+                                   splits(np.linspace(-3, 3, 40).reshape(2, 20)))
+    assert table["kind"] == "array" and table["value_range"] == [-3.0, 3.0]
