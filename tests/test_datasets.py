@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import socket
 import struct
 from pathlib import Path
 
@@ -53,29 +52,6 @@ def labelled(n: int, classes: int = 3, shape: tuple[int, ...] = (4,), seed: int 
     x = rng.uniform(size=(n, *shape)).astype("float32")
     x.reshape(n, -1)[:, 0] = y
     return x, y
-
-
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No network: any connection or name lookup fails at once (a download cannot hang)."""
-
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
-
-@pytest.fixture
-def empty_keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Keras home, for autodl (KERAS_HOME) and for Keras, which reads it at import."""
-    home = tmp_path / "keras_home"
-    home.mkdir()
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    from keras.src.backend import config as keras_config
-
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))
-    return home
 
 
 # --- npz -----------------------------------------------------------------------------

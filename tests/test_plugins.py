@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 from pathlib import Path
 
 import keras
@@ -29,29 +28,6 @@ def _fresh_keras_session():
     """Every test leaves Keras without its layers (no gc.collect: that costs ~0.4 s a test)."""
     yield
     keras.backend.clear_session(free_memory=False)
-
-
-@pytest.fixture
-def offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No network: any connection or name lookup fails at once (a download cannot hang)."""
-
-    def refuse(*args, **kwargs):
-        raise OSError("network disabled in tests")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
-
-@pytest.fixture
-def empty_keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Keras home, for autodl (KERAS_HOME) and for Keras, which reads it at import."""
-    home = tmp_path / "keras_home"
-    home.mkdir()
-    monkeypatch.setenv("KERAS_HOME", str(home))
-    from keras.src.backend import config as keras_config
-
-    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))
-    return home
 
 
 def hypermodel(arch: str, shape: tuple[int, ...], classes: int = 3, **options):
