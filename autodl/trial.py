@@ -144,7 +144,7 @@ class _TrialMonitor(keras.callbacks.Callback):
 def is_new_best(study: optuna.Study, value: float) -> bool:
     """Whether ``value`` beats every completed trial of the study so far."""
     try:
-        return value > study.best_value
+        return value >= study.best_value  # ties too: any tied trial may be reported best
     except ValueError:  # no completed trial yet
         return True
 

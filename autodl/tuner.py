@@ -282,6 +282,8 @@ def run_trials(
     # Trials other workers are running count too, so the workers together stop at
     # config.trials instead of each starting one more.
     in_flight = (*storage.FINISHED, TrialState.RUNNING)
+    # A killed worker's trial would otherwise count as in flight forever.
+    optuna.storages.fail_stale_trials(study)
     if len(study.get_trials(deepcopy=False, states=in_flight)) >= config.trials:
         return None
     store = storage.ModelStore(storage.artifact_dir(config.storage))
