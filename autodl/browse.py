@@ -32,19 +32,6 @@ STATE_COLUMNS = {
 HP_PREFIX = "hp_"
 
 
-def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
-    """Open a storage for reading, refusing to create a missing SQLite file.
-
-    Raises:
-        AutodlError: If the URL is malformed, the SQLite file does not exist, or the
-            database cannot be opened as an Optuna storage.
-    """
-    db_file = storage._sqlite_file(url)
-    if db_file is not None and not db_file.is_file():
-        raise AutodlError(f"no study storage at {url} (run `autodl tune` first)")
-    return storage.open_storage(url)
-
-
 @dataclass(frozen=True)
 class StudyOverview:
     """One study as ``autodl studies`` lists it."""
@@ -111,7 +98,7 @@ def list_studies(url: str) -> list[StudyOverview]:
     Raises:
         AutodlError: If the storage does not exist or cannot be opened.
     """
-    rdb = open_existing_storage(url)
+    rdb = storage.open_existing_storage(url)
     return [
         _overview(optuna.load_study(study_name=name, storage=rdb))
         for name in sorted(optuna.get_all_study_names(rdb))

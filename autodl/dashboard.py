@@ -11,7 +11,6 @@ import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 
 from autodl import study as storage
-from autodl.browse import open_existing_storage
 from autodl.errors import AutodlError
 
 
@@ -66,7 +65,7 @@ def serve(
     """
     if not 1 <= port <= 65535:
         raise AutodlError(f"--port must be between 1 and 65535, got {port}")
-    rdb = open_existing_storage(url)
+    rdb = storage.open_existing_storage(url)
     artifacts = FileSystemArtifactStore(str(storage.artifact_dir(url)))
     _check_address(host, port)
     if on_ready is not None:

@@ -186,6 +186,19 @@ def open_study(
     return study
 
 
+def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
+    """Open a storage for reading, refusing to create a missing SQLite file.
+
+    Raises:
+        AutodlError: If the URL is malformed, the SQLite file does not exist, or the
+            database cannot be opened as an Optuna storage.
+    """
+    db_file = _sqlite_file(url)
+    if db_file is not None and not db_file.is_file():
+        raise AutodlError(f"no study storage at {url} (run `autodl tune` first)")
+    return open_storage(url)
+
+
 def load_existing(url: str, name: str) -> optuna.Study:
     """Load a study for reading (browse, report, export), never creating anything.
 
@@ -193,10 +206,7 @@ def load_existing(url: str, name: str) -> optuna.Study:
         AutodlError: If the storage does not exist, or has no study of that name (the
             message lists the ones it has).
     """
-    db_file = _sqlite_file(url)
-    if db_file is not None and not db_file.is_file():
-        raise AutodlError(f"no study storage at {url} (run `autodl tune` first)")
-    storage = open_storage(url)
+    storage = open_existing_storage(url)
     names = optuna.get_all_study_names(storage)
     if name not in names:
         known = ", ".join(sorted(names)) or "none yet"
