@@ -153,7 +153,16 @@ def first_value(spec: Spec) -> Scalar:
 
 
 def _overlap(declared: Spec, default: Spec) -> Spec:
-    """The declared range cut to a shared default range, or the declared one if they miss."""
+    """The declared spec cut to a shared default, or the declared one if they miss.
+
+    A range default cuts a declared range; a fixed or choice default (a feature that is
+    off unless asked for) replaces a declaration that contains all of its values.
+    """
+    if isinstance(default, (Fixed, Choice)):
+        values = (default.value,) if isinstance(default, Fixed) else default.values
+        if all(declared.contains(value) for value in values):
+            return _narrow("", declared, default)
+        return declared
     if type(declared) is not type(default) or not isinstance(declared, (IntRange, FloatRange)):
         return declared
     low, high = max(declared.low, default.low), min(declared.high, default.high)

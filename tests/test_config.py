@@ -509,3 +509,19 @@ def test_validate_accepts(options):
 def test_default_study_name_is_safe(arch, dataset, name):
     config = load_config({"arch": arch, "dataset": dataset})
     assert config.study_name == name
+
+
+def test_a_fixed_or_choice_shared_default_applies_where_the_declaration_allows_it(monkeypatch):
+    monkeypatch.setitem(SHARED_DEFAULTS, "flip", Fixed("none"))
+    space = Space()
+    assert space.resolve("flip", Choice(("none", "horizontal"))) == Fixed("none")
+    # a declaration without the default value keeps its own
+    assert space.resolve("flip", Choice(("horizontal", "vertical"))) == Choice(
+        ("horizontal", "vertical")
+    )
+    # the user can still search what the plugin declares
+    assert Space({"flip": Choice(("none", "horizontal"))}).resolve(
+        "flip", Choice(("none", "horizontal"))
+    ) == Choice(("none", "horizontal"))
+    monkeypatch.setitem(SHARED_DEFAULTS, "units", Choice((64, 128)))
+    assert space.resolve("units", Choice((32, 64, 128))) == Choice((64, 128))
