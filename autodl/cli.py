@@ -97,6 +97,8 @@ def _print_summary(summary) -> None:
             print(f"{name:<{width}}  {value}")
         if summary.model_path:
             print(f"Model:  {summary.model_path}")
+        if summary.model_problem:
+            print(f"Model:  not evaluated: {summary.model_problem}")
     print(f"Study:  {summary.study_name} in {summary.storage}")
     if summary.interrupted:
         print("Run the same command again to continue the study.")
@@ -190,7 +192,7 @@ def _dashboard(args: argparse.Namespace) -> int:
                   file=sys.stderr)
         print(f"Dashboard for {args.storage}: {url}  (Ctrl-C to stop)", flush=True)
 
-    serve(args.storage, args.host, args.port, on_ready=ready)
+    serve(args.storage, args.host, args.port, on_ready=ready, artifacts=args.artifacts)
     print("Dashboard stopped.")
     return 0
 
@@ -292,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: 60)")
     tune.add_argument("--weights", help="for mobilenetv2: imagenet (default), none, or a "
                       "local no-top weights file PATH.h5")
+    tune.add_argument("--artifacts", metavar="DIR",
+                      help="folder for model files, shared by every worker of the study "
+                      "(default: beside a SQLite file, else studies/artifacts)")
     tune.set_defaults(handler=_tune)
 
     plugins = commands.add_parser(
@@ -338,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default: 127.0.0.1, this machine only)")
     dashboard.add_argument("--port", type=int, default=8080, help="port (default: 8080)")
+    dashboard.add_argument("--artifacts", metavar="DIR",
+                           help="the model folder `autodl tune --artifacts` used, if any")
     dashboard.set_defaults(handler=_dashboard)
     export = commands.add_parser(
         "export", help="export a study's best model (keras, savedmodel, tflite, onnx)",

@@ -333,6 +333,7 @@ class TuneConfig:
     weights: str | None = None
     workers: int = 1
     heartbeat: int = 60
+    artifacts: str | None = None
     space: Space = field(default_factory=Space)
 
     @property

@@ -46,6 +46,7 @@ def serve(
     host: str,
     port: int,
     on_ready: Callable[[str], None] | None = None,
+    artifacts: str | None = None,
 ) -> None:
     """Run optuna-dashboard on the storage at ``url`` until Ctrl-C.
 
@@ -58,6 +59,7 @@ def serve(
         port: The port to listen on.
         on_ready: Called with the dashboard's address once the storage is open, just
             before the server starts.
+        artifacts: The model folder, if not the default one for ``url``.
 
     Raises:
         AutodlError: If the port is out of range, the storage does not exist or cannot be
@@ -66,7 +68,7 @@ def serve(
     if not 1 <= port <= 65535:
         raise AutodlError(f"--port must be between 1 and 65535, got {port}")
     rdb = storage.open_existing_storage(url)
-    artifacts = FileSystemArtifactStore(str(storage.artifact_dir(url)))
+    artifacts = FileSystemArtifactStore(str(storage.artifact_dir(url, artifacts)))
     _check_address(host, port)
     if on_ready is not None:
         on_ready(dashboard_url(host, port))

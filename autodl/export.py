@@ -524,7 +524,7 @@ def export_study(
         retrained = retrain(study, trial, splits)
         model = retrained.model
     else:
-        store = storage.ModelStore(storage.artifact_dir(storage_url))
+        store = storage.ModelStore(storage.study_artifact_dir(study, storage_url))
         with tempfile.TemporaryDirectory() as tmp:
             path = store.download(trial, Path(tmp) / f"trial-{trial.number}.keras")
             model = keras.models.load_model(path, safe_mode=True)

@@ -447,7 +447,7 @@ def _predict(study: optuna.Study, best: FrozenTrial, storage_url: str) -> tuple[
                 if colon and not Path(path).is_absolute() else "")
         raise AutodlError(f"cannot rebuild the test split of study {study.study_name!r}: "
                           f"{error}{hint}") from None
-    store = storage.ModelStore(storage.artifact_dir(storage_url))
+    store = storage.ModelStore(storage.study_artifact_dir(study, storage_url))
     with tempfile.TemporaryDirectory() as tmp:
         try:
             path = store.download(best, Path(tmp) / "best.keras")

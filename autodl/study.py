@@ -7,8 +7,11 @@ PostgreSQL or MySQL by URL) for trials and study facts, and a
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,23 +88,43 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
         db_file.parent.mkdir(parents=True, exist_ok=True)
         # Wait for a busy database (another worker, the dashboard) instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 60}
-    try:
-        storage = optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            skip_table_creation=existing,
-            heartbeat_interval=heartbeat,
-            heartbeat_stale_trial_callback=(
-                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-                if heartbeat else None
-            ),
-        )
-    except Exception as error:  # SQLAlchemy and driver errors: unreachable or not Optuna's
-        reason = str(error).splitlines()[0]
-        raise AutodlError(f"cannot open storage {url}: {reason}") from None
+    for attempt in range(_SCHEMA_ATTEMPTS):
+        try:
+            storage = optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                skip_table_creation=existing,
+                heartbeat_interval=heartbeat,
+                heartbeat_stale_trial_callback=(
+                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+                    if heartbeat else None
+                ),
+            )
+            break
+        except Exception as error:  # SQLAlchemy and driver errors: unreachable, not Optuna's
+            # Workers started together on an empty server database race to create the
+            # tables; the losers see the winner's half-made schema and try again.
+            if attempt + 1 < _SCHEMA_ATTEMPTS and _lost_schema_race(error):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            reason = str(error).splitlines()[0]
+            raise AutodlError(f"cannot open storage {url}: {reason}") from None
     if db_file is not None:
         _use_write_ahead_log(storage.engine)
     return storage
+
+
+_SCHEMA_ATTEMPTS = 5
+
+
+def _lost_schema_race(error: Exception) -> bool:
+    """Whether creating Optuna's tables failed because another process was creating them."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    text = str(error).lower()
+    return isinstance(error, (IntegrityError, ProgrammingError)) and (
+        "already exists" in text or "duplicate" in text
+    )
 
 
 def _use_write_ahead_log(engine: Any) -> None:
@@ -122,10 +145,20 @@ def _use_write_ahead_log(engine: Any) -> None:
         connection.exec_driver_sql("PRAGMA journal_mode=WAL")
 
 
-def artifact_dir(url: str) -> Path:
-    """Where model files go: beside a SQLite database, else ``studies/artifacts``."""
+def artifact_dir(url: str, artifacts: str | None = None) -> Path:
+    """Where model files go: ``artifacts``, else beside a SQLite file, else studies/artifacts."""
+    if artifacts:
+        return Path(artifacts)
     db_file = _sqlite_file(url)
     return (db_file.parent if db_file is not None else Path("studies")) / "artifacts"
+
+
+def study_artifact_dir(study: optuna.Study, url: str) -> Path:
+    """Where a study's models are: the folder it recorded, if this machine has it."""
+    recorded = study.user_attrs.get(FACTS_KEY, {}).get("artifacts")
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded)
+    return artifact_dir(url)
 
 
 def best_model_path(url: str, study_name: str) -> Path:
@@ -253,10 +286,85 @@ class ModelStore:
         if artifact_id is None:
             raise AutodlError(f"trial {trial.number} has no stored model")
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.unlink(missing_ok=True)  # left by an interrupted download
-        download_artifact(
-            artifact_store=self.store, artifact_id=artifact_id, file_path=str(partial)
-        )
-        os.replace(partial, path)
+        # A staging folder of its own: several workers may download the same model at once.
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", dir=path.parent) as staging:
+            partial = Path(staging) / path.name
+            download_artifact(
+                artifact_store=self.store, artifact_id=artifact_id, file_path=str(partial)
+            )
+            os.replace(partial, path)
         return path
+
+
+class AdmissionLock:
+    """Makes "count the study's trials, then start one" atomic across workers.
+
+    Without it, workers that finish trials at the same moment each see room for one
+    more and together overshoot ``--trials``. The lock is held from the count until the
+    new trial exists in the storage (the trial runner releases it first thing), so the
+    next worker's count includes it. It is the database's own lock on a server
+    (PostgreSQL advisory lock, MySQL ``GET_LOCK``) and a file lock beside a SQLite
+    file, whose workers all run on one machine.
+
+    Args:
+        url: The study's storage URL.
+        study_name: The study; workers on other studies are not held up.
+    """
+
+    def __init__(self, url: str, study_name: str) -> None:
+        self.url = url
+        digest = hashlib.sha256(f"autodl:{study_name}".encode()).digest()
+        self.key = int.from_bytes(digest[:8], "big", signed=True)
+        self.name = f"autodl-{digest[:16].hex()}"
+        self.db_file = _sqlite_file(url)
+        self._connection: Any = None
+        self._file: Any = None
+        self.held = False
+
+    def acquire(self) -> None:
+        """Wait for the lock."""
+        if self.db_file is not None:
+            if self._file is None:
+                lock_file = self.db_file.with_name(f".{self.db_file.name}.lock")
+                self._file = open(lock_file, "a")  # noqa: SIM115 (kept open for the worker's life)
+            fcntl.flock(self._file, fcntl.LOCK_EX)
+        else:
+            from sqlalchemy import create_engine, text
+            from sqlalchemy.pool import NullPool
+
+            if self._connection is None:
+                self._connection = create_engine(self.url, poolclass=NullPool).connect()
+                self._connection = self._connection.execution_options(
+                    isolation_level="AUTOCOMMIT"
+                )
+            statement = ("SELECT pg_advisory_lock(:key)" if self._on_postgresql()
+                         else "SELECT GET_LOCK(:name, -1)")
+            self._connection.execute(text(statement), {"key": self.key, "name": self.name})
+        self.held = True
+
+    def release(self) -> None:
+        """Let the next worker count; does nothing if not held."""
+        if not self.held:
+            return
+        self.held = False
+        if self.db_file is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            return
+        from sqlalchemy import text
+
+        statement = ("SELECT pg_advisory_unlock(:key)" if self._on_postgresql()
+                     else "SELECT RELEASE_LOCK(:name)")
+        self._connection.execute(text(statement), {"key": self.key, "name": self.name})
+
+    def _on_postgresql(self) -> bool:
+        return self._connection.dialect.name == "postgresql"
+
+    def close(self) -> None:
+        """Release the lock and its connection or file."""
+        self.release()
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -16,6 +17,7 @@ from typing import Any, Protocol
 import keras
 import numpy as np
 import optuna
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from autodl import __version__, registry
@@ -75,6 +77,7 @@ class TuneSummary:
     best: TrialResult | None = None
     test_accuracy: float | None = None
     model_path: str | None = None
+    model_problem: str | None = None
     stop_reason: str | None = None
     params_count: int | None = None
     interrupted: bool = False
@@ -165,9 +168,16 @@ def setup_devices() -> list[str]:
     return [gpu.name for gpu in gpus]
 
 
+def make_hypermodel(config: TuneConfig, splits: Splits) -> Any:
+    """The plugin's hypermodel for the task the splits hold."""
+    return registry.instantiate(
+        registry.find(config.arch), splits.input_shape, splits.num_classes,
+        weights=config.weights,
+    )
+
+
 def prepare_task(config: TuneConfig) -> tuple[Any, Splits]:
     """Load the data once for this process and make the plugin's hypermodel for it."""
-    plugin = registry.find(config.arch)
     splits = make_splits(
         load_dataset(config.dataset, config.image_size),
         val_split=config.val_split,
@@ -175,10 +185,7 @@ def prepare_task(config: TuneConfig) -> tuple[Any, Splits]:
         max_samples=config.max_samples,
         seed=config.seed or 0,  # recorded on the study as split_seed
     )
-    hypermodel = registry.instantiate(
-        plugin, splits.input_shape, splits.num_classes, weights=config.weights
-    )
-    return hypermodel, splits
+    return make_hypermodel(config, splits), splits
 
 
 def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
@@ -200,6 +207,10 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
     return hypermodel, splits
 
 
+#: The study facts that decide its data splits.
+SPLIT_FACTS = ("dataset", "image_size", "val_split", "test_split", "max_samples", "split_seed")
+
+
 def study_splits(study: optuna.Study) -> Splits:
     """Rebuild the exact data splits a study was tuned on, from the facts it recorded.
 
@@ -208,8 +219,7 @@ def study_splits(study: optuna.Study) -> Splits:
             or not by autodl), or its dataset cannot be loaded.
     """
     facts = study.user_attrs.get(storage.FACTS_KEY) or {}
-    needed = ("dataset", "image_size", "val_split", "test_split", "max_samples", "split_seed")
-    missing = [key for key in needed if key not in facts]
+    missing = [key for key in SPLIT_FACTS if key not in facts]
     if missing:
         raise AutodlError(
             f"study {study.study_name!r} does not record how its data was split (no "
@@ -227,9 +237,19 @@ def study_splits(study: optuna.Study) -> Splits:
 def _evaluate_best(
     study: optuna.Study, store: storage.ModelStore, splits: Splits, config: TuneConfig
 ) -> tuple[float, str, int]:
-    """Evaluate the best trial's stored model on the test split and keep it as a file."""
+    """Evaluate the best trial's stored model on the test split and keep it as a file.
+
+    Raises:
+        AutodlError: If the model is not in this machine's artifact folder.
+    """
     best = study.best_trial
-    path = store.download(best, storage.best_model_path(config.storage, study.study_name))
+    try:
+        path = store.download(best, storage.best_model_path(config.storage, study.study_name))
+    except ArtifactNotFound:
+        raise AutodlError(
+            f"the model of trial #{best.number} is not in {store.directory}: the worker that "
+            "ran it saved it elsewhere (give every worker the same shared --artifacts folder)"
+        ) from None
     model = keras.models.load_model(path, safe_mode=True)  # no code from model files
     probabilities = model.predict(splits.x_test, batch_size=256, verbose=0)
     accuracy = float(np.mean(np.argmax(probabilities, axis=-1) == splits.y_test))
@@ -251,6 +271,7 @@ def _facts(config: TuneConfig, splits: Splits) -> dict[str, Any]:
         "image_size": config.image_size,
         "split_seed": config.seed or 0,
         "weights": config.weights,
+        "artifacts": str(storage.artifact_dir(config.storage, config.artifacts).resolve()),
         "input_shape": list(splits.input_shape),
         "class_names": splits.class_names,
     }
@@ -276,18 +297,17 @@ def run_trials(
 ) -> str | None:
     """Run trials in this process until the study holds enough of them.
 
+    ``--trials`` is the study-wide total: trials other workers are running count too,
+    and counting and starting a trial happen under the study's admission lock, so
+    workers finishing at the same moment do not each start one more.
+
     Returns:
         Why it stopped before that, if it did (a streak of failures).
     """
-    # Trials other workers are running count too, so the workers together stop at
-    # config.trials instead of each starting one more.
     in_flight = (*storage.FINISHED, TrialState.RUNNING)
-    # A killed worker's trial would otherwise count as in flight forever.
-    optuna.storages.fail_stale_trials(study)
-    if len(study.get_trials(deepcopy=False, states=in_flight)) >= config.trials:
-        return None
-    store = storage.ModelStore(storage.artifact_dir(config.storage))
+    store = storage.ModelStore(storage.artifact_dir(config.storage, config.artifacts))
     streak = _FailureStreak(FAILURE_STREAK)
+    lock = storage.AdmissionLock(config.storage, study.study_name)
 
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
         best = _best(study)
@@ -295,26 +315,37 @@ def run_trials(
             TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best)
         )
 
-    study.optimize(
-        TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
-                    config.seed, listener, store.save),
-        timeout=config.timeout,
-        callbacks=[
-            optuna.study.MaxTrialsCallback(config.trials, states=in_flight),
-            report,
-            streak,
-            _collect_garbage,
-        ],
-        catch=(Exception,),
-    )
+    runner = TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
+                    config.seed, listener, store.save)
+
+    def admitted(trial: optuna.Trial) -> float:
+        lock.release()  # the trial exists now, so the next worker's count includes it
+        return runner(trial)
+
+    deadline = None if config.timeout is None else time.monotonic() + config.timeout
+    try:
+        while streak.reason is None and (deadline is None or time.monotonic() < deadline):
+            lock.acquire()
+            try:
+                # A killed worker's trial would otherwise count as in flight forever.
+                optuna.storages.fail_stale_trials(study)
+                if len(study.get_trials(deepcopy=False, states=in_flight)) >= config.trials:
+                    break
+                study.optimize(admitted, n_trials=1, catch=(Exception,),
+                               callbacks=[report, streak, _collect_garbage])
+            finally:
+                lock.release()
+    finally:
+        lock.close()
     return streak.reason
 
 
 def work(config: TuneConfig, worker: int, listener: TuneListener) -> str | None:
     """One worker process's share of a study that ``tune`` has checked and opened."""
     quiet_libraries()
-    hypermodel, splits = prepare_task(config)
-    return run_trials(_load_study(config, worker), hypermodel, splits, config, listener)
+    study = _load_study(config, worker)
+    splits = study_splits(study)
+    return run_trials(study, make_hypermodel(config, splits), splits, config, listener)
 
 
 def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
@@ -332,13 +363,20 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     """
     quiet_libraries()
     hypermodel, splits = _check_and_prepare(config)
+    facts = _facts(config, splits)
     study = storage.open_study(
         storage.open_storage(config.storage, config.heartbeat),
         config.study_name,
-        _facts(config, splits),
+        facts,
         storage.make_sampler(config.sampler, _worker_seed(config, 0)),
         storage.make_pruner(config.pruner, config.epochs),
     )
+    recorded = study.user_attrs[storage.FACTS_KEY]
+    # Joining a study (another machine, a later run): its trials must all see the same
+    # data, so the study's recorded split wins over this command's options.
+    if any(recorded.get(key) != facts[key] for key in SPLIT_FACTS):
+        splits = study_splits(study)
+        hypermodel = make_hypermodel(config, splits)
     finished = storage.finished_trials(study)
     listener.started(study.study_name, config.storage, splits.describe(), finished, config.trials)
     if config.seed is not None:
@@ -360,7 +398,7 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     for trial in study.get_trials(deepcopy=False):
         if trial.state.name in counts:
             counts[trial.state.name] += 1
-    store = storage.ModelStore(storage.artifact_dir(config.storage))
+    store = storage.ModelStore(storage.artifact_dir(config.storage, config.artifacts))
     summary = TuneSummary(
         study_name=study.study_name,
         storage=config.storage,
@@ -374,9 +412,12 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     if best is not None:
         summary.best = TrialResult.from_frozen(best)
     if best is not None and not interrupted:
-        summary.test_accuracy, summary.model_path, summary.params_count = _evaluate_best(
-            study, store, splits, config
-        )
+        try:
+            summary.test_accuracy, summary.model_path, summary.params_count = _evaluate_best(
+                study, store, splits, config
+            )
+        except AutodlError as error:  # the study itself is fine: say so, do not fail
+            summary.model_problem = str(error)
     return summary
 
 

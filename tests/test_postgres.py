@@ -15,11 +15,15 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
+from conftest import make_images
 
 STUDY = "shared"
 TRIALS = 9
@@ -134,6 +138,104 @@ def _table(trials: list[optuna.trial.FrozenTrial]) -> str:
         f"start={when(t.datetime_start)} end={when(t.datetime_complete)}"
         for t in sorted(trials, key=lambda t: t.number)
     )
+
+
+def test_three_workers_share_one_study_and_stop_at_the_total(postgres_url, tmp_path):
+    x, y = make_images(120)
+    dataset = tmp_path / "tiny.npz"
+    np.savez(dataset, x_train=x, y_train=y)
+    # Started together on an empty database, as on three machines: they race to create
+    # the tables and the study, then share its trials.
+    workers = [_tune(tmp_path, dataset, postgres_url, seed) for seed in range(1, WORKERS + 1)]
+    outputs = []
+    try:
+        for worker in workers:
+            outputs.append(worker.communicate(timeout=300))
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+    runs = "\n".join(f"--- worker {i} (exit {w.returncode}) stdout:\n{out}\nstderr:\n{err}"
+                     for i, (w, (out, err)) in enumerate(zip(workers, outputs, strict=True)))
+    try:
+        study = optuna.load_study(study_name=STUDY, storage=postgres_url)
+        trials = study.get_trials(deepcopy=False)
+    except Exception as error:  # no study: the workers' output says why
+        pytest.fail(f"cannot load the study ({error}):\n{runs}")
+    report = f"{_table(trials)}\n{runs}"
+
+    # No worker crashed, and each one ended with the summary.
+    for worker, (out, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, report
+        assert "Traceback" not in err, report
+        assert f"Study:  {STUDY} in {postgres_url}" in out, report
+    # Every trial a worker ran is in the study, with its own number, and none was lost.
+    numbers = [trial.number for trial in trials]
+    assert sorted(numbers) == list(range(len(trials))), report
+    printed = sorted(int(line.split()[1]) for out, _ in outputs for line in out.splitlines()
+                     if line.startswith("trial "))
+    assert printed == sorted(numbers), report
+    states = [trial.state.name for trial in trials]
+    assert set(states) <= {"COMPLETE", "PRUNED"}, report
+    # --trials is the study-wide total: together the workers stop at exactly that many.
+    assert len(trials) == TRIALS, report
+    # The study's facts were recorded, and its best model evaluated on the test split.
+    assert study.user_attrs["autodl"]["arch"] == "mlp"
+    assert study.user_attrs["test"]["trial"] == study.best_trial.number, report
+
+
+class _SameLengthTrials:
+    """Stands in for the trial runner: every trial takes one second, so workers started
+    together also finish their trials together, the moment they decide whether to go on."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        time.sleep(1.0)
+        return trial.suggest_float("x", 0.0, 1.0)
+
+
+class _Quiet:
+    def trial_finished(self, result, best) -> None:
+        pass
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def lockstep_url(request, in_tmp) -> str:
+    """The same race on both kinds of storage workers share."""
+    if request.param == "sqlite":
+        return "sqlite:///lockstep.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_workers_finishing_together_stop_at_the_total(lockstep_url, monkeypatch):
+    """Three workers, four trials: after the first three finish at the same moment, only
+    one worker may start the fourth."""
+    from autodl import tuner
+    from autodl.config import TuneConfig
+    from autodl.study import open_storage
+
+    monkeypatch.setattr(tuner, "TrialRunner", _SameLengthTrials)
+    config = TuneConfig(arch="mlp", trials=4, storage=lockstep_url, study="lockstep")
+    optuna.create_study(study_name="lockstep", storage=open_storage(lockstep_url),
+                        direction="maximize")
+    studies = [optuna.load_study(study_name="lockstep", storage=open_storage(lockstep_url))
+               for _ in range(WORKERS)]
+    start = threading.Barrier(WORKERS)
+
+    def worker(study: optuna.Study) -> None:
+        start.wait()
+        tuner.run_trials(study, None, None, config, _Quiet())
+
+    threads = [threading.Thread(target=worker, args=(study,)) for study in studies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    trials = optuna.load_study(study_name="lockstep", storage=lockstep_url).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] * config.trials, _table(trials)
 
 
 def test_unreachable_server_is_one_line_exit_2(tmp_path):
