@@ -113,3 +113,74 @@ def test_an_optuna_database_of_another_schema_version_is_refused_and_left_unchan
     with pytest.raises(AutodlError, match="cannot open storage .*compatible"):
         storage.open_storage(f"sqlite:///{db}")
     assert _digest(db) == digest
+
+
+def test_a_joining_run_uses_the_studys_recorded_split(in_tmp, tiny_npz, monkeypatch):
+    from autodl import tuner
+    from autodl.cli import main
+
+    data = f"npz:{tiny_npz}"
+    assert main(tune_args(data, "--study", "j", trials=1)) == 0  # --seed 1
+    used = []
+    real_run_trials = tuner.run_trials
+
+    def spy(study, hypermodel, splits, config, listener):
+        used.append(splits)
+        return real_run_trials(study, hypermodel, splits, config, listener)
+
+    monkeypatch.setattr(tuner, "run_trials", spy)
+    # Another machine, or a later run, with another seed and validation fraction.
+    assert main(tune_args(data, "--study", "j", "--seed", "7", "--val-split", "0.3",
+                          trials=2)) == 0
+    recorded = tuner.study_splits(storage.load_existing(STORAGE, "j"))
+    assert len(used) == 1
+    assert (used[0].x_val == recorded.x_val).all() and len(used[0].x_val) == len(recorded.x_val)
+    facts = storage.load_existing(STORAGE, "j").user_attrs[storage.FACTS_KEY]
+    assert facts["split_seed"] == 1 and facts["val_split"] == 0.1
+
+
+def test_models_go_to_the_shared_artifacts_folder_readers_find_it(in_tmp, tiny_npz, capsys):
+    from autodl.cli import main
+
+    shared = in_tmp / "nfs" / "models"
+    data = f"npz:{tiny_npz}"
+    assert main(tune_args(data, "--study", "a", "--artifacts", str(shared), trials=2)) == 0
+    study = storage.load_existing(STORAGE, "a")
+    artifact = study.best_trial.user_attrs["model_artifact_id"]
+    assert (shared / artifact).is_file()
+    assert not (in_tmp / "studies" / "artifacts" / artifact).exists()
+    assert storage.study_artifact_dir(study, STORAGE) == shared.resolve()
+    assert main(["export", "a", "--out", "exported", "--format", "keras"]) == 0
+    assert (in_tmp / "exported").is_dir()
+
+    # A worker whose artifact folder lacks the best model still ends well, and says why.
+    capsys.readouterr()
+    assert main(tune_args(data, "--study", "a", "--artifacts", "elsewhere", trials=2)) == 0
+    out = capsys.readouterr().out
+    assert f"Model:  not evaluated: the model of trial #{study.best_trial.number} is not in " \
+           "elsewhere" in out
+    assert "shared --artifacts folder" in out
+
+
+def test_concurrent_downloads_of_one_model_do_not_collide(tiny_study, tmp_path):
+    import threading
+
+    folder, url, name = tiny_study
+    study = storage.load_existing(url, name)
+    store = storage.ModelStore(folder / "studies" / "artifacts")
+    target = tmp_path / "out" / "best.keras"
+    errors = []
+
+    def download() -> None:
+        try:
+            store.download(study.best_trial, target)
+        except Exception as error:  # noqa: BLE001 (reported by the assertion below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=download) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert [p.name for p in target.parent.iterdir()] == ["best.keras"]  # no staging left
