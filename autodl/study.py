@@ -7,6 +7,7 @@ PostgreSQL or MySQL by URL) for trials and study facts, and a
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -85,7 +86,15 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
     # compatible version: creating tables would modify someone else's database.
     existing = db_file is not None and db_file.is_file() and db_file.stat().st_size > 0
     if db_file is not None:
-        db_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise AutodlError(f"cannot open storage {url}: {error.strerror}: "
+                              f"{db_file.parent}") from None
+        # SQLite writes its journal beside the file, even to read it.
+        if not os.access(db_file.parent, os.W_OK):
+            raise AutodlError(f"cannot open storage {url}: the folder {db_file.parent} is "
+                              "read-only (autodl writes beside the database file)")
         # Wait for a busy database (another worker, the dashboard) instead of failing.
         engine_kwargs["connect_args"] = {"timeout": 60}
     for attempt in range(_SCHEMA_ATTEMPTS):
@@ -107,7 +116,7 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
             if attempt + 1 < _SCHEMA_ATTEMPTS and _lost_schema_race(error):
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            reason = str(error).splitlines()[0]
+            reason = write_failure(error) or str(error).splitlines()[0]
             raise AutodlError(f"cannot open storage {url}: {reason}") from None
     if db_file is not None:
         _use_write_ahead_log(storage.engine)
@@ -143,6 +152,25 @@ def _use_write_ahead_log(engine: Any) -> None:
     engine.dispose()  # pooled connections predate the listener
     with engine.connect() as connection:
         connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+
+
+def write_failure(error: BaseException) -> str | None:
+    """Why a storage write failed (disk full, read-only, database gone), else None.
+
+    Looks through the errors ``error`` was raised from or during: Optuna can mask a
+    failed write with an error of its own.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, SQLAlchemyError) and getattr(seen, "orig", None) is not None:
+            return str(seen.orig)
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES,
+                                                         errno.EDQUOT):
+            return seen.strerror or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def artifact_dir(url: str, artifacts: str | None = None) -> Path:

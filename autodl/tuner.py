@@ -335,6 +335,14 @@ def run_trials(
                                callbacks=[report, streak, _collect_garbage])
             finally:
                 lock.release()
+    except Exception as error:
+        problem = storage.write_failure(error)
+        if problem is None:
+            raise
+        raise AutodlError(
+            f"cannot write to storage {config.storage}: {problem}; every trial finished "
+            "before is kept: fix that, then run the same command again"
+        ) from None
     finally:
         lock.close()
     return streak.reason

@@ -184,3 +184,76 @@ def test_concurrent_downloads_of_one_model_do_not_collide(tiny_study, tmp_path):
         thread.join()
     assert errors == []
     assert [p.name for p in target.parent.iterdir()] == ["best.keras"]  # no staging left
+
+
+@pytest.fixture
+def mount_point(tmp_path):
+    """A fresh tmpfs of 4 MiB (root only: we run as root, so permissions do not bite)."""
+    import os
+    import shutil
+
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("the storage-safety tests need root and mount (CI runs as root)")
+        pytest.skip("needs root to mount a tmpfs")
+    point = tmp_path / "mnt"
+    point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(point)], check=True)
+    yield point
+    subprocess.run(["umount", "-l", str(point)], check=True)
+
+
+def _finished_study(folder, tiny_npz, storage_url: str) -> dict:
+    done = autodl(folder, *tune_args(f"npz:{tiny_npz}", "--study", "s", "--storage",
+                                     storage_url, trials=2))
+    assert done.returncode == 0, done.stderr
+    rdb = optuna.storages.RDBStorage(storage_url)
+    try:
+        return {t.number: (t.state, t.value, t.params)
+                for t in optuna.load_study(study_name="s", storage=rdb).trials}
+    finally:
+        rdb.engine.dispose()  # no open file: the folder can be remounted read-only
+
+
+def _one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("autodl")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_the_finished_trials(
+        mount_point, tmp_path, tiny_npz):
+    import shutil
+
+    before = _finished_study(tmp_path, tiny_npz, f"sqlite:///{mount_point}/s.db")
+    # Fill the disk but for a little room, so the next trials' writes run out of it.
+    with open(mount_point / "filler", "wb") as filler:
+        try:
+            while True:
+                filler.write(b"\0" * 65536)
+                filler.flush()
+        except OSError:
+            pass
+    (mount_point / "filler").unlink()
+    with open(mount_point / "filler", "wb") as filler:
+        filler.write(b"\0" * (shutil.disk_usage(mount_point).free - 96 * 1024))
+    result = autodl(tmp_path, *tune_args(f"npz:{tiny_npz}", "--study", "s", "--storage",
+                                         f"sqlite:///{mount_point}/s.db", trials=20))
+    line = _one_line_error(result)
+    assert "disk is full" in line or "No space left" in line, line
+    # Every finished trial is still there, unchanged, once there is room again.
+    (mount_point / "filler").unlink()
+    trials = optuna.load_study(study_name="s", storage=f"sqlite:///{mount_point}/s.db").trials
+    assert {t.number: (t.state, t.value, t.params) for t in trials[:2]} == before
+
+
+def test_a_read_only_folder_is_refused_and_left_unchanged(mount_point, tmp_path, tiny_npz):
+    _finished_study(tmp_path, tiny_npz, f"sqlite:///{mount_point}/s.db")
+    files = {p.name: _digest(p) for p in mount_point.rglob("*") if p.is_file()}
+    subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
+    for url in (f"sqlite:///{mount_point}/s.db", f"sqlite:///{mount_point}/new.db"):
+        result = autodl(tmp_path, *tune_args(f"npz:{tiny_npz}", "--study", "s", "--storage",
+                                             url, trials=4))
+        assert f"the folder {mount_point} is read-only" in _one_line_error(result)
+    assert {p.name: _digest(p) for p in mount_point.rglob("*") if p.is_file()} == files
