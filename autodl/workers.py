@@ -31,16 +31,25 @@ class _QueueListener:
         self.events.put(("trial", (result, best)))
 
 
-def _work(config: TuneConfig, worker: int, gpus: int, events: Any) -> None:
-    """A worker process's body."""
-    if gpus > 1:  # before TensorFlow starts
+def share_machine(workers: int, worker: int, gpus: int) -> None:
+    """Give this process, one of ``workers``, its share of the CPU threads or its own GPU.
+
+    Call it before TensorFlow starts.
+    """
+    if gpus > 1:
         os.environ["CUDA_VISIBLE_DEVICES"] = str(worker % gpus)
     with native_stderr_hidden():
         import tensorflow as tf
 
-        threads = max(1, (os.cpu_count() or 1) // config.workers)
+        threads = max(1, (os.cpu_count() or 1) // workers)
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
+def _work(config: TuneConfig, worker: int, gpus: int, events: Any) -> None:
+    """A worker process's body."""
+    share_machine(config.workers, worker, gpus)
+    with native_stderr_hidden():
         from autodl.tuner import setup_devices, work
 
         setup_devices()

@@ -4,21 +4,25 @@
 
 Tiny trials (`mlp`, one small dense layer, 300 digits, 1 epoch, batch 256) make the
 storage and the sampler, not training, the bottleneck. For each storage and worker
-count it runs one `autodl tune --workers K` study and reports:
+count, K processes run `autodl tune` on one study at once (as K machines, or
+`--workers K`, would; each with its share of the CPU threads), and it reports:
 
 * trials per minute, from the first trial's start to the last one's end (storage
   timestamps);
-* the share of each trial's duration spent outside `fit` — storage writes, sampling,
-  building and compiling the model — an upper bound on storage and sampling overhead;
-* with one worker, in this process, the share of the whole run spent inside Optuna's
-  storage and sampler methods (timed by wrapping them).
+* the share of each trial's duration spent outside `fit` (storage writes, sampling,
+  building and compiling the model): an upper bound on storage and sampling overhead;
+* the share of each worker's trial loop spent inside Optuna's storage and sampler
+  methods (timed by wrapping them in that worker), averaged over the workers.
 
 PostgreSQL is measured when `--postgres URL` names a server (a fresh database is best).
+Optuna's journal storage is not measured: autodl needs the RDB storage's heartbeat to
+recover trials of killed workers.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import tempfile
@@ -30,27 +34,9 @@ import optuna  # noqa: E402
 from _common import Quiet, machine  # noqa: E402
 
 from autodl.config import Fixed, Space, TuneConfig  # noqa: E402
-from autodl.tuner import setup_devices, tune  # noqa: E402
 
 TINY = {"learning_rate": 1e-2, "batch_size": 256, "optimizer": "adam", "weight_decay": 0.0,
         "depth": 2, "units": 32, "activation": "relu"}
-
-
-def measure(storage: str, workers: int, trials: int) -> tuple[float, float]:
-    """(trials per minute, mean share of trial time outside fit) of one study."""
-    study_name = f"throughput-{workers}-{time.time_ns()}"
-    # Dropout stays searched, so the sampler has real work to do.
-    config = TuneConfig(arch="mlp", dataset="digits", trials=trials, epochs=1, pruner="none",
-                        storage=storage, study=study_name, workers=workers, seed=0,
-                        max_samples=300, space=Space({k: Fixed(v) for k, v in TINY.items()}))
-    tune(config, Quiet())
-    done = [t for t in optuna.load_study(study_name=study_name, storage=storage).trials
-            if t.datetime_complete is not None]
-    span = (max(t.datetime_complete for t in done)
-            - min(t.datetime_start for t in done)).total_seconds()
-    outside = [1 - t.user_attrs["train_seconds"]
-               / (t.datetime_complete - t.datetime_start).total_seconds() for t in done]
-    return 60 * len(done) / span, statistics.mean(outside)
 
 
 class CallTimer:
@@ -76,24 +62,62 @@ class CallTimer:
         setattr(owner, name, timed)
 
 
-def storage_and_sampling_share(storage: str, trials: int) -> float:
-    """Share of one worker's trial time spent in Optuna's storage and sampler calls."""
+def _worker(config: TuneConfig, index: int, workers: int, shares: multiprocessing.Queue) -> None:
+    """One `autodl tune` process on the shared study; puts its storage+sampling share."""
+    from autodl import tuner
+    from autodl.workers import share_machine
+
+    share_machine(workers, index, gpus=0)
+    tuner.setup_devices()
     timer = CallTimer()
-    storage_class = optuna.storages.RDBStorage
     for name in dir(optuna.storages.BaseStorage):
-        if not name.startswith("_") and callable(getattr(storage_class, name)):
-            timer.wrap(storage_class, name)
-    sampler_class = optuna.samplers.TPESampler
+        if not name.startswith("_") and callable(getattr(optuna.storages.RDBStorage, name)):
+            timer.wrap(optuna.storages.RDBStorage, name)
     for name in ("infer_relative_search_space", "sample_relative", "sample_independent"):
-        timer.wrap(sampler_class, name)
-    study_name = f"calls-{time.time_ns()}"
-    config = TuneConfig(arch="mlp", dataset="digits", trials=trials, epochs=1, pruner="none",
-                        storage=storage, study=study_name, seed=0, max_samples=300,
-                        space=Space({k: Fixed(v) for k, v in TINY.items()}))
-    timer.seconds = 0.0
-    start = time.perf_counter()
-    tune(config, Quiet())
-    return timer.seconds / (time.perf_counter() - start)
+        timer.wrap(optuna.samplers.TPESampler, name)
+    run_trials = tuner.run_trials
+
+    def timed_run_trials(*args, **kwargs):
+        timer.seconds, start = 0.0, time.perf_counter()
+        try:
+            return run_trials(*args, **kwargs)
+        finally:
+            shares.put(timer.seconds / (time.perf_counter() - start))
+
+    tuner.run_trials = timed_run_trials
+    tuner.tune(config, Quiet())
+
+
+def measure(storage: str, workers: int, trials: int) -> tuple[float, float, float]:
+    """(trials per minute, share of trial time outside fit, storage+sampling share)."""
+    study_name = f"throughput-{workers}-{time.time_ns()}"
+    context = multiprocessing.get_context("spawn")
+    shares = context.Queue()
+    processes = []
+    for index in range(workers):
+        # Dropout stays searched, so the sampler has real work to do.
+        config = TuneConfig(arch="mlp", dataset="digits", trials=trials, epochs=1,
+                            pruner="none", storage=storage, study=study_name, seed=index,
+                            max_samples=300,
+                            space=Space({k: Fixed(v) for k, v in TINY.items()}))
+        processes.append(context.Process(target=_worker,
+                                         args=(config, index, workers, shares)))
+    for process in processes:
+        process.start()
+    worker_shares = [shares.get(timeout=1800) for _ in processes]
+    for process in processes:
+        process.join()
+        if process.exitcode:
+            raise SystemExit(f"a worker failed with exit code {process.exitcode}")
+    done = [t for t in optuna.load_study(study_name=study_name, storage=storage).trials
+            if t.datetime_complete is not None]
+    if len(done) != trials:
+        raise SystemExit(f"expected {trials} finished trials, the study has {len(done)}")
+    span = (max(t.datetime_complete for t in done)
+            - min(t.datetime_start for t in done)).total_seconds()
+    outside = [1 - t.user_attrs["train_seconds"]
+               / (t.datetime_complete - t.datetime_start).total_seconds() for t in done]
+    return 60 * len(done) / span, statistics.mean(outside), statistics.mean(worker_shares)
 
 
 def main() -> None:
@@ -102,21 +126,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--postgres", help="a PostgreSQL URL to measure as well")
     args = parser.parse_args()
-    setup_devices()
     print(f"machine: {machine()}")
-    print("| storage | workers | trials/min | share of trial time outside fit |")
-    print("|---|---|---|---|")
+    print("| storage | workers | trials/min | share of trial time outside fit "
+          "| share of worker time in storage and sampler calls |")
+    print("|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as folder:
         storages = {"sqlite": f"sqlite:///{folder}/autodl.db"}
         if args.postgres:
             storages["postgresql"] = args.postgres
         for name, url in storages.items():
             for workers in args.workers:
-                rate, outside = measure(url, workers, args.trials)
-                print(f"| {name} | {workers} | {rate:.1f} | {outside:.0%} |", flush=True)
-        for name, url in storages.items():
-            share = storage_and_sampling_share(url, args.trials)
-            print(f"{name}, 1 worker: {share:.1%} of the run in Optuna storage and sampler calls")
+                rate, outside, calls = measure(url, workers, args.trials)
+                print(f"| {name} | {workers} | {rate:.1f} | {outside:.0%} | {calls:.1%} |",
+                      flush=True)
 
 
 if __name__ == "__main__":

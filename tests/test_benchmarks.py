@@ -13,6 +13,7 @@ from conftest import REPO
     ("overhead.py", ["--trials", "1", "--epochs", "1"], "fit time ratio autodl/plain"),
     ("memory.py", ["--trials", "2", "--early", "1"], "peak ratio"),
     ("report.py", ["--trials", "2"], "report seconds on 2 trials"),
+    ("throughput.py", ["--trials", "2", "--workers", "2"], "| sqlite | 2 |"),
 ])
 def test_benchmark_runs_at_smallest_budget(script, args, expected, tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args],
