@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -323,23 +322,6 @@ def _facts(study: optuna.Study) -> dict[str, Any]:
     return facts
 
 
-def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
-    try:
-        return study.best_trial
-    except ValueError:
-        raise AutodlError(f"study {study.study_name!r} has no completed trial yet") from None
-
-
-def _splits(study: optuna.Study, facts: dict[str, Any]) -> Splits:
-    try:
-        return study_splits(study)
-    except AutodlError as error:
-        raise AutodlError(
-            f"cannot load the study's dataset {facts['dataset']} (a relative path is "
-            f"relative to the folder `autodl tune` ran in): {error}"
-        ) from None
-
-
 @dataclass
 class Retrained:
     """A model trained again on training + validation data."""
@@ -516,18 +498,15 @@ def export_study(
     _check_destination(out, force)
     model_format.require()
     study = storage.load_existing(storage_url, study_name)
-    trial = _best_trial(study)
+    trial = storage.best_trial(study, "export")
     facts = _facts(study)
-    splits = _splits(study, facts)
+    splits = study_splits(study)
     retrained = None
     if retrain_model:
         retrained = retrain(study, trial, splits)
         model = retrained.model
     else:
-        store = storage.ModelStore(storage.study_artifact_dir(study, storage_url))
-        with tempfile.TemporaryDirectory() as tmp:
-            path = store.download(trial, Path(tmp) / f"trial-{trial.number}.keras")
-            model = keras.models.load_model(path, safe_mode=True)
+        model = storage.load_trial_model(study, trial, storage_url)
     expected = _batched(model.predict_on_batch)(splits.x_test)
     with _staging(out) as staging:
         model_file = staging / model_format.filename

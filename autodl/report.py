@@ -22,7 +22,6 @@ import html
 import math
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from collections.abc import Callable
@@ -31,13 +30,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import keras
 import matplotlib
 import matplotlib.style
 import numpy as np
 import optuna
 from matplotlib.figure import Figure
-from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
@@ -426,35 +423,10 @@ def _page(context: _Context, storage_url: str, skipped: dict[str, str]) -> str:
 """
 
 
-def _best_trial(study: optuna.Study) -> FrozenTrial:
-    try:
-        return study.best_trial
-    except ValueError:  # no completed trial
-        raise AutodlError(
-            f"study {study.study_name!r} has no completed trial yet, so there is nothing to "
-            "report; run `autodl tune` on it first"
-        ) from None
-
-
 def _predict(study: optuna.Study, best: FrozenTrial, storage_url: str) -> tuple[Any, np.ndarray]:
     """The study's test split, and the best model's predicted class for each example."""
-    try:
-        splits = tuner.study_splits(study)
-    except AutodlError as error:
-        dataset = study.user_attrs.get(storage.FACTS_KEY, {}).get("dataset", "")
-        kind, colon, path = dataset.partition(":")
-        hint = (f" ({kind}:{path} is relative to the folder `autodl tune` ran in)"
-                if colon and not Path(path).is_absolute() else "")
-        raise AutodlError(f"cannot rebuild the test split of study {study.study_name!r}: "
-                          f"{error}{hint}") from None
-    store = storage.ModelStore(storage.study_artifact_dir(study, storage_url))
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = store.download(best, Path(tmp) / "best.keras")
-        except ArtifactNotFound:
-            raise AutodlError(f"the model of trial #{best.number} is missing from "
-                              f"{store.directory}") from None
-        model = keras.models.load_model(path, safe_mode=True)  # no code from model files
+    splits = tuner.study_splits(study)
+    model = storage.load_trial_model(study, best, storage_url)
     probabilities = model.predict(splits.x_test, batch_size=256, verbose=0)
     return splits, np.argmax(probabilities, axis=-1)
 
@@ -521,7 +493,7 @@ def write_report(
     out = Path(out)
     _check_destination(out, force)
     study = storage.load_existing(storage_url, study_name)
-    best = _best_trial(study)
+    best = storage.best_trial(study, "report")
     splits, predicted = _predict(study, best, storage_url)
     context = _Context(study, study.get_trials(deepcopy=False), best, splits.x_test,
                        splits.y_test, predicted, splits.class_names)

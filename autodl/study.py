@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
 from autodl.config import DEFAULT_STORAGE
@@ -273,6 +274,41 @@ def load_existing(url: str, name: str) -> optuna.Study:
         known = ", ".join(sorted(names)) or "none yet"
         raise AutodlError(f"no study {name!r} in {url}; studies: {known}")
     return optuna.load_study(study_name=name, storage=storage)
+
+
+def best_trial(study: optuna.Study, purpose: str) -> optuna.trial.FrozenTrial:
+    """The study's best trial, for ``purpose`` (e.g. "report").
+
+    Raises:
+        AutodlError: If no trial has completed yet.
+    """
+    try:
+        return study.best_trial
+    except ValueError:
+        raise AutodlError(
+            f"study {study.study_name!r} has no completed trial yet, so there is nothing to "
+            f"{purpose}; run `autodl tune` on it first"
+        ) from None
+
+
+def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                     url: str) -> keras.Model:
+    """Load a trial's stored model, in Keras's safe mode (no code from model files).
+
+    Raises:
+        AutodlError: If the trial has no stored model, or it is not in the study's
+            artifact folder on this machine.
+    """
+    import keras
+
+    store = ModelStore(study_artifact_dir(study, url))
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = store.download(trial, Path(tmp) / f"trial-{trial.number}.keras")
+        except ArtifactNotFound:
+            raise AutodlError(f"the model of trial #{trial.number} is missing from "
+                              f"{store.directory}") from None
+        return keras.models.load_model(path, safe_mode=True)
 
 
 def finished_trials(study: optuna.Study) -> int:

@@ -12,6 +12,7 @@ import re
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import keras
@@ -225,8 +226,16 @@ def study_splits(study: optuna.Study) -> Splits:
             f"study {study.study_name!r} does not record how its data was split (no "
             f"{', '.join(missing)}): it was tuned by an older autodl, or not by autodl"
         )
+    try:
+        dataset = load_dataset(facts["dataset"], facts["image_size"])
+    except AutodlError as error:
+        kind, colon, path = facts["dataset"].partition(":")
+        hint = (f" ({kind}:{path} is relative to the folder `autodl tune` ran in)"
+                if colon and not Path(path).is_absolute() else "")
+        raise AutodlError(f"cannot rebuild the data of study {study.study_name!r}: "
+                          f"{error}{hint}") from None
     return make_splits(
-        load_dataset(facts["dataset"], facts["image_size"]),
+        dataset,
         val_split=facts["val_split"],
         test_split=facts["test_split"],
         max_samples=facts["max_samples"],

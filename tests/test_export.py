@@ -277,7 +277,7 @@ def test_error_is_one_line_on_the_real_stderr(tiny_study, tmp_path):
     )
     # Run outside the study's folder, the relative dataset path cannot be found.
     assert result.returncode == 2
-    assert result.stderr.startswith("autodl: error: cannot load the study's dataset")
+    assert result.stderr.startswith("autodl: error: cannot rebuild the data of study 'tiny'")
     assert result.stderr.count("\n") == 1, result.stderr
     assert list(tmp_path.iterdir()) == []
 

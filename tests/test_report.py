@@ -105,7 +105,7 @@ def odd_storage(tmp_path_factory) -> str:
     ("nope", "tiny", "no study 'nope' in sqlite:///"),
     ("empty", "odd", "study 'empty' has no completed trial yet, so there is nothing to report"),
     ("foreign", "odd", "study 'foreign' does not record how its data was split"),
-    ("tiny", "elsewhere", "cannot rebuild the test split of study 'tiny': npz file not found: "
+    ("tiny", "elsewhere", "cannot rebuild the data of study 'tiny': npz file not found: "
      "tiny.npz (npz:tiny.npz is relative to the folder `autodl tune` ran in)"),
     ("tiny", "no storage", "no study storage at sqlite:///"),
 ])
