@@ -13,7 +13,7 @@ from typing import Any, NoReturn
 
 from autodl import __version__
 from autodl._imports import native_stderr_hidden
-from autodl.config import DEFAULT_STORAGE, PRUNERS, SAMPLERS, TRAINING_SPACE, TuneConfig
+from autodl.config import DEFAULT_STORAGE, PRUNERS, SAMPLERS, TuneConfig, describe_training
 from autodl.datasets import DATASETS
 from autodl.errors import AutodlError
 
@@ -139,12 +139,12 @@ def _plugins(args: argparse.Namespace) -> int:
         if info.problem:
             print(f"    (hyperparameters unavailable: {info.problem})")
         for name, description in info.hyperparameters.items():
-            print(f"    {name:<18} {description}")
+            print(f"    {name:<20} {description}")
     if args.name:
         print("\nTraining hyperparameters searched by autodl for every plugin "
               "(unless it compiles its own models):")
-        for name, spec in TRAINING_SPACE.items():
-            print(f"    {name:<18} {spec.describe()}")
+        for name, description in describe_training().items():
+            print(f"    {name:<20} {description}")
     return 0
 
 
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--epochs", type=int, help="most epochs per trial (default: 20)")
     tune.add_argument("--patience", type=int,
                       help="early-stopping patience in epochs (default: 3)")
-    tune.add_argument("--pruner", help=f"{'|'.join(PRUNERS)} (default: hyperband)")
+    tune.add_argument("--pruner", help=f"{'|'.join(PRUNERS)} (default: sha)")
     tune.add_argument("--sampler", help=f"{'|'.join(SAMPLERS)} (default: tpe)")
     tune.add_argument("--space", metavar="FILE", help="study config file (TOML), "
                       "e.g. studies/example.toml")
@@ -297,6 +297,12 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--artifacts", metavar="DIR",
                       help="folder for model files, shared by every worker of the study "
                       "(default: beside a SQLite file, else studies/artifacts)")
+    tune.add_argument("--tensorboard", metavar="DIR",
+                      help="write TensorBoard logs, one run per trial in DIR/<study>/trial-N "
+                      "(per-epoch metrics, learning rate, hyperparameters)")
+    tune.add_argument("--mixed-precision", dest="mixed_precision", action="store_true",
+                      default=None, help="compute in float16 (mixed_float16), outputs kept "
+                      "float32: faster on recent GPUs, slower on CPUs")
     tune.set_defaults(handler=_tune)
 
     plugins = commands.add_parser(

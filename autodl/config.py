@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,21 +128,81 @@ class Fixed:
 Spec = IntRange | FloatRange | Choice | Fixed
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
+LR_SCHEDULES = ("constant", "exponential", "step", "cosine", "cyclic")
 
-#: The training hyperparameters the core owns and suggests for every trial.
+#: The training hyperparameters the core owns and suggests for every trial, parents
+#: before the hyperparameters that depend on them (``TRAINING_CONDITIONS``).
 TRAINING_SPACE: dict[str, Spec] = {
     "learning_rate": FloatRange(1e-5, 1e-1, log=True),
     "batch_size": Choice((16, 32, 64, 128, 256)),
     "optimizer": Choice(OPTIMIZERS),
     "weight_decay": FloatRange(1e-6, 1e-1, log=True, zero=True),
+    "lr_schedule": Choice(LR_SCHEDULES),
+    "lr_decay_rate": FloatRange(0.5, 0.99),  # per epoch
+    "lr_warmup_fraction": FloatRange(0.02, 0.2, zero=True),  # of all training steps
+    "lr_cycles": IntRange(2, 6),
+    "lr_plateau": Choice((False, True)),
+    "lr_plateau_factor": FloatRange(0.1, 0.5),
+    "lr_plateau_patience": IntRange(1, 5),
 }
 
-#: Documented defaults for architecture hyperparameters that plugins share; a plugin that
-#: declares one gets the overlap of its own range and this one.
+#: ``(parent, values)``: a hyperparameter is used only while ``parent`` has one of ``values``.
+Condition = tuple[str, tuple[Scalar, ...]]
+
+#: Training hyperparameters used only while another one has one of the given values;
+#: they are not suggested otherwise.
+TRAINING_CONDITIONS: dict[str, Condition] = {
+    "lr_decay_rate": ("lr_schedule", ("exponential",)),
+    "lr_warmup_fraction": ("lr_schedule", ("cosine",)),
+    "lr_cycles": ("lr_schedule", ("cyclic",)),
+    # Keras's ReduceLROnPlateau cannot change the learning rate of a schedule.
+    "lr_plateau": ("lr_schedule", ("constant",)),
+    "lr_plateau_factor": ("lr_plateau", (True,)),
+    "lr_plateau_patience": ("lr_plateau", (True,)),
+}
+
+#: Documented defaults for hyperparameters that plugins share, and for training ones
+#: that are off unless asked for. A declaration gets the overlap of its own range and
+#: this one (see ``_overlap``); the user's settings replace it.
 SHARED_DEFAULTS: dict[str, Spec] = {
     "depth": IntRange(2, 20),
     "dropout": FloatRange(0.0, 0.5),
+    # Widen with --set 'lr_schedule=[constant,cosine]' or --set lr_plateau=true.
+    "lr_schedule": Fixed("constant"),
+    "lr_plateau": Fixed(False),
+    # Off unless asked for (--set batch_norm=true, --set augment=[false,true]).
+    "batch_norm": Fixed(False),
+    "augment": Fixed(False),
+    "flip": Fixed("none"),  # flipping changes a digit's meaning; photos may want it
 }
+
+
+def is_active(name: str, values: dict[str, Any]) -> bool:
+    """Whether a training hyperparameter is used, given the values of those before it."""
+    if name not in TRAINING_CONDITIONS:
+        return True
+    parent, allowed = TRAINING_CONDITIONS[name]
+    return parent in values and any(_same(values[parent], value) for value in allowed)
+
+
+def describe_conditions(conditions: Sequence[Condition]) -> str:
+    """The conditions for people, e.g. ``only when lr_schedule is 'cosine'``."""
+    return "only when " + " and ".join(
+        f"{parent} is {' or '.join(map(_fmt, allowed))}" for parent, allowed in conditions
+    )
+
+
+def describe_training() -> dict[str, str]:
+    """The training hyperparameters as ``{name: one line}``, defaults and conditions too."""
+    lines = {}
+    for name, spec in TRAINING_SPACE.items():
+        line = spec.describe()
+        if name in SHARED_DEFAULTS:
+            line += f"; default {SHARED_DEFAULTS[name].describe()}"
+        if name in TRAINING_CONDITIONS:
+            line += f" ({describe_conditions([TRAINING_CONDITIONS[name]])})"
+        lines[name] = line
+    return lines
 
 
 def first_value(spec: Spec) -> Scalar:
@@ -230,6 +292,30 @@ class Space:
                 f"known: {', '.join(sorted(known))}"
             )
 
+    def check_conditions(
+        self, conditions: Mapping[str, Sequence[Condition]], declared: Mapping[str, Spec]
+    ) -> None:
+        """Refuse a setting of a hyperparameter that its parent (or theirs) never lets be used.
+
+        Args:
+            conditions: Each conditional hyperparameter's conditions, by name.
+            declared: What the parents were declared as, by name.
+
+        Raises:
+            AutodlError: E.g. for ``lr_decay_rate`` while ``lr_schedule`` is fixed "constant".
+        """
+        for name in sorted(self.overrides):
+            pending = list(conditions.get(name, ()))
+            while pending:
+                parent, allowed = pending.pop()
+                spec = self.resolve(parent, declared[parent])
+                if not any(spec.contains(value) for value in allowed):
+                    raise AutodlError(
+                        f"{name} is used {describe_conditions([(parent, allowed)])}, but "
+                        f"{parent} takes {spec.describe()}: set {parent} too"
+                    )
+                pending += conditions.get(parent, ())
+
     def describe(self) -> dict[str, str]:
         """The overrides as ``{name: description}``, for storing on the study."""
         return {name: spec.describe() for name, spec in sorted(self.overrides.items())}
@@ -286,22 +372,42 @@ def parse_spec(name: str, raw: Any) -> Spec:
     return FloatRange(float(low), float(high), None if step is None else float(step), log, zero)
 
 
+_BARE_WORDS = re.compile(r"\[\s*[\w.+-]+(\s*,\s*[\w.+-]+)*\s*,?\s*\]")
+
+
+def _toml_value(text: str) -> Any:
+    return tomllib.loads(f"v = {text}")["v"]
+
+
+def _word(text: str) -> Any:
+    """A TOML value (``64``, ``true``), else the text itself (``relu``)."""
+    try:
+        return _toml_value(text)
+    except tomllib.TOMLDecodeError:
+        return text
+
+
 def parse_assignment(text: str) -> tuple[str, Spec]:
     """Parse ``--set name=value``; the value is TOML (``0.1``, ``[32, 64]``) or a bare word.
+
+    A list may hold bare words too: ``[constant, cosine]`` is ``["constant", "cosine"]``.
 
     Raises:
         AutodlError: If the text is not ``name=value``.
     """
     name, sep, value = text.partition("=")
-    name = name.strip()
-    if not sep or not name or not value.strip():
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value:
         raise AutodlError(f"--set expects name=value, got {text!r}")
     try:
-        raw = tomllib.loads(f"v = {value}")["v"]
+        raw = _toml_value(value)
     except tomllib.TOMLDecodeError as error:
-        if value.strip()[:1] in ("[", "{", '"', "'"):  # meant as TOML: say what is wrong
-            raise AutodlError(f"--set {name}: {value.strip()} is not valid TOML: {error}") from None
-        raw = value.strip()
+        if _BARE_WORDS.fullmatch(value):
+            raw = [_word(word.strip()) for word in value[1:-1].split(",") if word.strip()]
+        elif value[:1] in ("[", "{", '"', "'"):  # meant as TOML: say what is wrong
+            raise AutodlError(f"--set {name}: {value} is not valid TOML: {error}") from None
+        else:
+            raw = value
     return name, parse_spec(name, raw)
 
 
@@ -320,7 +426,9 @@ class TuneConfig:
     trials: int = 20
     epochs: int = 20
     patience: int = 3
-    pruner: str = "hyperband"
+    # Not hyperband: Optuna's TPE then learns only from the trial's own bracket, so on a
+    # few dozen trials it stays random (benchmarks/RESULTS.md, search benchmark).
+    pruner: str = "sha"
     sampler: str = "tpe"
     storage: str = DEFAULT_STORAGE
     study: str | None = None
@@ -334,6 +442,8 @@ class TuneConfig:
     workers: int = 1
     heartbeat: int = 60
     artifacts: str | None = None
+    tensorboard: str | None = None
+    mixed_precision: bool = False
     space: Space = field(default_factory=Space)
 
     @property
@@ -377,6 +487,23 @@ class TuneConfig:
                 f"bad study name {self.study_name!r}: use letters, digits, '.', '_' and '-' "
                 "(starting with a letter or digit)"
             )
+        if self.tensorboard is not None:
+            _check_writable_folder("--tensorboard", self.tensorboard)
+        self.space.check_conditions(
+            {name: [condition] for name, condition in TRAINING_CONDITIONS.items()},
+            TRAINING_SPACE,
+        )
+
+
+def _check_writable_folder(option: str, path: str) -> None:
+    """Refuse a folder that cannot be made: a file is there, or its parent is read-only."""
+    folder = Path(path)
+    if not path or (folder.exists() and not folder.is_dir()):
+        raise AutodlError(f"{option} needs a folder, got {path!r}")
+    existing = next(parent for parent in (folder, *folder.absolute().parents)
+                    if parent.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise AutodlError(f"{option} {path}: cannot write in {existing}")
 
 
 _OPTIONS = {f.name: f for f in dataclasses.fields(TuneConfig) if f.name != "space"}
@@ -417,6 +544,8 @@ def _check_type(name: str, value: Any) -> Any:
         raise AutodlError(f"option {name} must be a number, got {value!r}")
     if kind.startswith("str") and not isinstance(value, str):
         raise AutodlError(f"option {name} must be text, got {value!r}")
+    if kind == "bool" and not isinstance(value, bool):
+        raise AutodlError(f"option {name} must be true or false, got {value!r}")
     return value
 
 

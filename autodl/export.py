@@ -41,9 +41,9 @@ from autodl.errors import AutodlError
 from autodl.hyperparameters import OptunaHyperParameters
 from autodl.trial import (
     build_model,
+    compile_model,
     declare_training,
     encode_labels,
-    make_optimizer,
     owns_compile,
 )
 from autodl.tuner import study_splits
@@ -338,7 +338,9 @@ def retrain(study: optuna.Study, trial: optuna.trial.FrozenTrial, splits: Splits
 
     The model is built and compiled by the trial runner's own functions, with every
     hyperparameter fixed at the trial's value, and trained for the trial's best epoch
-    count (no validation data is left to stop it earlier).
+    count (no validation data is left to stop it earlier). Its learning rate follows the
+    trial's: the same schedule over the study's epochs, or, where the trial reduced it
+    on plateaus, the rate the trial recorded for each epoch.
 
     Args:
         study: The study the trial belongs to.
@@ -363,18 +365,17 @@ def retrain(study: optuna.Study, trial: optuna.trial.FrozenTrial, splits: Splits
     keras.utils.set_random_seed(seed)
     training = declare_training(hp, hypermodel)
     model = build_model(hypermodel, hp)
-    if not owns_compile(hypermodel):
-        model.compile(
-            optimizer=make_optimizer(
-                training["optimizer"], training["learning_rate"], training["weight_decay"]
-            ),
-            loss="sparse_categorical_crossentropy",
-            metrics=["accuracy"],
-        )
     x = np.concatenate([splits.x_train, splits.x_val])
     y = np.concatenate([splits.y_train, splits.y_val])
+    callbacks = []
+    if not owns_compile(hypermodel):
+        compile_model(model, training, len(y), int(facts["epochs"]))
+    if training.get("lr_plateau"):  # the plateaus were seen on validation data, gone now
+        rates = [record["learning_rate"] for record in trial.user_attrs["history"]]
+        callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[epoch]))
     history = model.fit(x, encode_labels(model, y, splits.num_classes),
-                        batch_size=training["batch_size"], epochs=int(epochs), verbose=0)
+                        batch_size=training["batch_size"], epochs=int(epochs), verbose=0,
+                        callbacks=callbacks)
     records = [
         {"epoch": epoch + 1, **{name: float(values[epoch])
                                 for name, values in history.history.items()}}

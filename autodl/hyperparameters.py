@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 import keras_tuner
 from keras_tuner.engine import hyperparameters as kt
 
-from autodl.config import Choice, Fixed, FloatRange, IntRange, Space, Spec, first_value
+from autodl.config import (
+    Choice,
+    Condition,
+    Fixed,
+    FloatRange,
+    IntRange,
+    Space,
+    Spec,
+    first_value,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -45,6 +54,30 @@ def spec_from_keras_tuner(hp: kt.HyperParameter) -> Spec:
             return FloatRange(float(hp.min_value), float(hp.max_value), step, continuous_log)
         return Choice(tuple(sorted(set(hp.values))))
     raise TypeError(f"unsupported hyperparameter type {type(hp).__name__} for {hp.name!r}")
+
+
+def declared_conditions(
+    hp: keras_tuner.HyperParameters,
+) -> tuple[dict[str, list[Condition]], dict[str, Spec]]:
+    """What a build declared: each hyperparameter's conditions, and its spec.
+
+    Args:
+        hp: The hyperparameters after a build (e.g. a dry build with defaults).
+
+    Returns:
+        The conditions (``hp.conditional_scope``) of the conditional hyperparameters, and
+        every hyperparameter's declared spec, by name.
+    """
+    conditions: dict[str, list[Condition]] = {}
+    declared: dict[str, Spec] = {}
+    for hyperparameter in hp.space:
+        declared.setdefault(hyperparameter.name, spec_from_keras_tuner(hyperparameter))
+        if hyperparameter.conditions:
+            conditions.setdefault(hyperparameter.name, [
+                (condition.name, tuple(condition.values))
+                for condition in hyperparameter.conditions
+            ])
+    return conditions, declared
 
 
 def _unsupported(method: str):

@@ -10,7 +10,8 @@ Plugins come from three places, one namespace:
 
 * the entry-point group ``autodl.plugins``: autodl's own built-ins (``plugins/``) are
   registered there by its package metadata, exactly like third-party packages;
-* ``kt:NAME``: the hypermodels that ship with KerasTuner;
+* ``kt:NAME``: the hypermodels that ship with KerasTuner, given autodl's image
+  augmentation (:mod:`autodl.augmentation`);
 * a file, ``path/to/model.py`` or ``path/to/model.py:NAME``, imported only when named.
 
 Core code never imports a plugin module directly.
@@ -32,6 +33,7 @@ from autodl.errors import AutodlError
 
 ENTRY_POINT_GROUP = "autodl.plugins"
 KERAS_TUNER_PREFIX = "kt:"
+KERAS_TUNER_SOURCE = "keras-tuner"
 KERAS_TUNER_HYPERMODELS = ("HyperResNet", "HyperXception", "HyperEfficientNet")
 
 
@@ -102,7 +104,7 @@ def _keras_tuner_plugin(name: str) -> Plugin:
 
         return getattr(keras_tuner.applications, name)
 
-    return Plugin(f"{KERAS_TUNER_PREFIX}{name}", "keras-tuner", load)
+    return Plugin(f"{KERAS_TUNER_PREFIX}{name}", KERAS_TUNER_SOURCE, load)
 
 
 def _file_plugin(spec: str) -> Plugin:
@@ -208,13 +210,16 @@ def instantiate(
             values mean "not given" and are left out.
 
     Returns:
-        A ``keras_tuner.HyperModel``.
+        A ``keras_tuner.HyperModel``; for KerasTuner's own, one that augments their
+        input as the built-in image plugins do.
 
     Raises:
         AutodlError: If the plugin is not a hypermodel, takes no such option, or its
             constructor refuses the task.
     """
     import keras_tuner
+
+    from autodl.augmentation import AugmentedApplication
 
     target = plugin.load()
     facts = {"input_shape": input_shape, "num_classes": num_classes, "classes": num_classes}
@@ -232,11 +237,12 @@ def instantiate(
             raise AutodlError(f"--{option} does not apply to arch {plugin.name}")
     kwargs = {k: v for k, v in facts.items() if k in accepted} | given
     try:
-        return factory(**kwargs)
+        hypermodel = factory(**kwargs)
     except AutodlError:
         raise
     except Exception as error:
         raise AutodlError(f"arch {plugin.name}: {error}") from None
+    return AugmentedApplication(hypermodel) if plugin.source == KERAS_TUNER_SOURCE else hypermodel
 
 
 def _function_hypermodel(build: Callable) -> Callable[..., Any]:

@@ -166,7 +166,7 @@ def write_failure(error: BaseException) -> str | None:
     seen: BaseException | None = error
     while seen is not None:
         if isinstance(seen, SQLAlchemyError) and getattr(seen, "orig", None) is not None:
-            return str(seen.orig)
+            return str(seen.orig).strip().splitlines()[0]
         if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES,
                                                          errno.EDQUOT):
             return seen.strerror or str(seen)

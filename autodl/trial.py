@@ -1,25 +1,31 @@
 """The trial runner: one Optuna trial builds the plugin's model, trains it and records it.
 
 Per trial it records on the Optuna trial (user attributes): ``hyperparameters`` (every
-value the model was built with, fixed ones too), ``params_count``, ``history`` (per epoch:
-loss, accuracy, val_loss, val_accuracy, seconds), ``train_seconds``, ``stopped_epoch``,
-``best_epoch``, and for failures ``fail_reason`` and ``fail_kind``.
+value the model was built with, fixed ones too), ``params_count``, ``device`` (where it
+trained), ``history`` (per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate,
+seconds), ``train_seconds``, ``stopped_epoch``, ``best_epoch``, and for failures
+``fail_reason`` and ``fail_kind``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
 import keras
 import numpy as np
 import optuna
 
-from autodl.config import TRAINING_SPACE, Space
+from autodl import recipe
+from autodl.config import TRAINING_SPACE, Space, is_active
 from autodl.datasets import Splits
 from autodl.hyperparameters import OptunaHyperParameters
+from autodl.pipeline import InputPipeline
 
 MONITOR = "val_accuracy"
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -58,9 +64,17 @@ def build_model(hypermodel: Any, hp: OptunaHyperParameters) -> keras.Model:
 
 
 def declare_training(hp: OptunaHyperParameters, hypermodel: Any) -> dict[str, Any]:
-    """Declare the core's training hyperparameters (just the batch size for self-compilers)."""
+    """Declare the core's training hyperparameters (just the batch size for self-compilers).
+
+    A conditional one (``TRAINING_CONDITIONS``) is declared, and so suggested, only when
+    its parent took one of its values.
+    """
     names = ["batch_size"] if owns_compile(hypermodel) else list(TRAINING_SPACE)
-    return {name: hp.declare(name, TRAINING_SPACE[name]) for name in names}
+    training: dict[str, Any] = {}
+    for name in names:
+        if is_active(name, training):
+            training[name] = hp.declare(name, TRAINING_SPACE[name])
+    return training
 
 
 def dry_build(hypermodel: Any, space: Space) -> OptunaHyperParameters:
@@ -78,7 +92,48 @@ def dry_build(hypermodel: Any, space: Space) -> OptunaHyperParameters:
     return hp
 
 
-def make_optimizer(name: str, learning_rate: float, weight_decay: float) -> keras.Optimizer:
+def float32_outputs(model: keras.Model) -> keras.Model:
+    """The model, with a float32 cast appended to any output that is not float32.
+
+    Under mixed precision layers compute in float16; the loss and the probabilities
+    need float32, whatever the plugin's last layer is. A model its plugin compiled is
+    compiled again the same way.
+    """
+    if all(keras.backend.standardize_dtype(t.dtype) == "float32" for t in model.outputs):
+        return model
+    outputs = [keras.layers.Activation("linear", dtype="float32")(t) for t in model.outputs]
+
+    def single(tensors: list) -> Any:  # one input or output stays one, not a list of one
+        return tensors[0] if len(tensors) == 1 else tensors
+
+    cast = keras.Model(single(model.inputs), single(outputs), name=model.name)
+    if model.compiled:
+        cast.compile_from_config(model.get_compile_config())
+    return cast
+
+
+@functools.cache
+def training_device() -> str:
+    """Where this process trains: ``GPU:0 (NVIDIA H100 80GB HBM3)``, or ``CPU``.
+
+    The GPU's number is the machine's (from ``CUDA_VISIBLE_DEVICES``, which gives each
+    worker its own), not the process's, which is always 0.
+    """
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "CPU"
+    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
+    return f"GPU:{visible if visible.isdigit() else 0} ({name})"
+
+
+def make_optimizer(
+    name: str,
+    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
+    weight_decay: float,
+) -> keras.Optimizer:
     """The Keras optimizer for the core's ``optimizer`` choice (decoupled weight decay)."""
     decay = weight_decay or None
     if name == "sgd":
@@ -89,6 +144,28 @@ def make_optimizer(name: str, learning_rate: float, weight_decay: float) -> kera
         "adagrad": keras.optimizers.Adagrad,
     }[name]
     return optimizer_class(learning_rate, weight_decay=decay)
+
+
+def compile_model(model: keras.Model, training: dict[str, Any], examples: int,
+                  epochs: int) -> None:
+    """Compile with the core's optimizer, learning-rate schedule and loss.
+
+    Args:
+        model: The plugin's uncompiled model.
+        training: The trial's training hyperparameters.
+        examples: Training examples per epoch (for the schedule's step count).
+        epochs: The most epochs it trains (the schedule's horizon).
+    """
+    steps_per_epoch = math.ceil(examples / training["batch_size"])
+    model.compile(
+        optimizer=make_optimizer(
+            training["optimizer"],
+            recipe.learning_rate(training, steps_per_epoch, epochs),
+            training["weight_decay"],
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
 
 
 def uses_one_hot_labels(model: keras.Model) -> bool:
@@ -126,6 +203,9 @@ class _TrialMonitor(keras.callbacks.Callback):
             raise KeyError(f"training logs have no {MONITOR!r} (got {', '.join(logs)})")
         record = {"epoch": epoch + 1}
         record.update({k: float(logs[k]) for k in _HISTORY_KEYS if k in logs})
+        # The rate at the epoch's end: a schedule's, or what ReduceLROnPlateau left.
+        rate = keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)
+        record["learning_rate"] = float(rate)
         record["seconds"] = round(time.perf_counter() - self._epoch_start, 4)
         self.history.append(record)
         self.listener.epoch_end(self.trial.number, epoch + 1, record)
@@ -166,6 +246,10 @@ class TrialRunner:
         seed: Base seed; trial ``n`` seeds Keras and NumPy with ``seed + n``.
         listener: Told about each epoch.
         save_model: Called with the trial and its model when it becomes the study's best.
+        tensorboard: A folder for TensorBoard logs, one run per trial in
+            ``<folder>/<study>/trial-NNNNN``; ``None`` for none.
+        mixed_precision: Compute in float16 (Keras's ``mixed_float16`` policy), with
+            float32 variables and outputs.
     """
 
     def __init__(
@@ -178,9 +262,14 @@ class TrialRunner:
         seed: int | None,
         listener: EpochListener,
         save_model: Callable[[optuna.Trial, keras.Model], None],
+        tensorboard: str | None = None,
+        mixed_precision: bool = False,
     ) -> None:
         self.hypermodel = hypermodel
         self.splits = splits
+        self.pipeline = InputPipeline(splits)  # shared by every trial of this process
+        self.tensorboard = tensorboard
+        self.policy = "mixed_float16" if mixed_precision else "float32"
         self.space = space
         self.epochs = epochs
         self.patience = patience
@@ -207,41 +296,49 @@ class TrialRunner:
         # The garbage itself is collected every few trials by the orchestrator: a full
         # collection with TensorFlow loaded costs about 0.25 s.
         keras.backend.clear_session(free_memory=False)
+        keras.config.set_dtype_policy(self.policy)  # clear_session resets it
         if self.seed is not None:
             keras.utils.set_random_seed(self.seed + trial.number)
         hp = OptunaHyperParameters(self.space, trial)
         training = declare_training(hp, self.hypermodel)
         model = build_model(self.hypermodel, hp)
+        if self.policy != "float32":
+            model = float32_outputs(model)
         trial.set_user_attr("hyperparameters", dict(hp.values))
         trial.set_user_attr("params_count", int(model.count_params()))
+        trial.set_user_attr("device", training_device())
+        batch_size = training["batch_size"]
         if not owns_compile(self.hypermodel):
-            model.compile(
-                optimizer=make_optimizer(
-                    training["optimizer"], training["learning_rate"], training["weight_decay"]
-                ),
-                loss="sparse_categorical_crossentropy",
-                metrics=["accuracy"],
-            )
+            compile_model(model, training, len(self.splits.y_train), self.epochs)
         splits, classes = self.splits, self.splits.num_classes
-        y_train = encode_labels(model, splits.y_train, classes)
         # Build the optimizer's and metrics' variables now, as Keras does for distributed
         # training: built lazily inside the first training step, they leave TensorFlow
         # graphs behind that outlive clear_session (about 5 MiB per trial).
-        model._symbolic_build(data_batch=(splits.x_train[:1], y_train[:1]))
+        model._symbolic_build(
+            data_batch=(splits.x_train[:1], encode_labels(model, splits.y_train[:1], classes))
+        )
         monitor = _TrialMonitor(trial, self.listener)
         stopper = keras.callbacks.EarlyStopping(
             MONITOR, mode="max", patience=self.patience, restore_best_weights=True
         )
+        callbacks = [monitor, stopper]
+        if self.tensorboard:
+            run = f"trial-{trial.number:05d}"
+            callbacks += recipe.tensorboard_callbacks(
+                Path(self.tensorboard, trial.study.study_name, run), dict(hp.values), run
+            )
+        # Last, so every other callback sees the learning rate the epoch trained with.
+        callbacks += recipe.plateau_callbacks(training)
+        one_hot = uses_one_hot_labels(model)
         start = time.perf_counter()
         try:
             model.fit(
-                splits.x_train,
-                y_train,
-                validation_data=(splits.x_val, encode_labels(model, splits.y_val, classes)),
-                batch_size=training["batch_size"],
+                self.pipeline.train(batch_size, one_hot),
+                validation_data=self.pipeline.validation(batch_size, one_hot),
                 epochs=self.epochs,
-                callbacks=[monitor, stopper],
+                callbacks=callbacks,
                 verbose=0,
+                shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a dataset
             )
         finally:
             trial.set_user_attr("history", monitor.history)

@@ -24,9 +24,10 @@ from optuna.trial import FrozenTrial, TrialState
 from autodl import __version__, registry
 from autodl import study as storage
 from autodl._imports import try_import
-from autodl.config import TRAINING_SPACE, Space, TuneConfig
+from autodl.config import TRAINING_SPACE, Space, TuneConfig, describe_conditions
 from autodl.datasets import Splits, load_dataset, make_splits
 from autodl.errors import AutodlError
+from autodl.hyperparameters import declared_conditions
 from autodl.trial import EpochListener, TrialRunner, dry_build
 
 FAILURE_STREAK = 3
@@ -204,7 +205,11 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
             f"arch {config.arch} cannot build a model for input {splits.input_shape}: "
             f"{build_problem(error)}"
         ) from None
-    config.space.check_known(set(hp.specs) | set(TRAINING_SPACE), config.arch)
+    conditions, declared = declared_conditions(hp)
+    config.space.check_known(set(declared) | set(hp.specs) | set(TRAINING_SPACE), config.arch)
+    config.space.check_conditions(conditions, declared)
+    for name in config.space.overrides.keys() & declared.keys():  # a bad value is refused now
+        config.space.resolve(name, declared[name])
     return hypermodel, splits
 
 
@@ -283,6 +288,8 @@ def _facts(config: TuneConfig, splits: Splits) -> dict[str, Any]:
         "artifacts": str(storage.artifact_dir(config.storage, config.artifacts).resolve()),
         "input_shape": list(splits.input_shape),
         "class_names": splits.class_names,
+        "mixed_precision": config.mixed_precision,
+        "tensorboard": config.tensorboard and str(Path(config.tensorboard).resolve()),
     }
 
 
@@ -325,7 +332,8 @@ def run_trials(
         )
 
     runner = TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
-                    config.seed, listener, store.save)
+                    config.seed, listener, store.save, tensorboard=config.tensorboard,
+                    mixed_precision=config.mixed_precision)
 
     def admitted(trial: optuna.Trial) -> float:
         lock.release()  # the trial exists now, so the next worker's count includes it
@@ -476,6 +484,14 @@ def describe_plugins(
                 name: spec.describe() for name, spec in hp.specs.items()
                 if name not in TRAINING_SPACE
             }
+            conditions, declared = declared_conditions(hp)
+            unused = [name for name in declared
+                      if name not in hyperparameters and name not in TRAINING_SPACE]
+            for name in unused:
+                spec = hp.search_space.resolve(name, declared[name])
+                hyperparameters[name] = (
+                    f"{spec.describe()} ({describe_conditions(conditions.get(name, []))})"
+                )
         except Exception as error:  # one broken plugin must not hide the others
             problem = build_problem(error)
         described.append(PluginInfo(plugin.name, plugin.source, description, hyperparameters,

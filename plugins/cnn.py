@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import keras
 import keras_tuner
+
+from autodl.augmentation import augment
 
 
 def pooling_steps(height: int, width: int) -> int:
@@ -19,7 +24,9 @@ class CNN(keras_tuner.HyperModel):
     """Convolutional network: blocks of two convolutions with pooling between, then a dense head.
 
     Filters double after each pooling. ``depth`` counts convolution layers; its range
-    depends on how many times the input can be pooled.
+    depends on how many times the input can be pooled. ``batch_norm`` puts batch
+    normalization after every convolution and the dense layer; ``augment`` (see
+    :mod:`autodl.augmentation`) adds random image augmentation after the input.
 
     Args:
         input_shape: ``(height, width, channels)``.
@@ -42,13 +49,15 @@ class CNN(keras_tuner.HyperModel):
         head = hp.Choice("head", ["flatten", "global_average"])
         units = hp.Choice("units", [64, 128, 256])
         dropout = hp.Float("dropout", 0.0, 0.9)
+        batch_norm = hp.Boolean("batch_norm")
         inputs = keras.Input(self.input_shape)
-        x = inputs
+        x = augment(hp, inputs)
         for layer in range(depth):
             block = layer // 2
-            x = keras.layers.Conv2D(
-                min(filters << block, 256), kernel_size, padding="same", activation="relu"
-            )(x)
+            conv = functools.partial(
+                keras.layers.Conv2D, min(filters << block, 256), kernel_size, padding="same"
+            )
+            x = _relu_layer(conv, x, batch_norm)
             if layer % 2 == 1 and block < self.max_pools and layer < depth - 1:
                 x = keras.layers.MaxPooling2D()(x)
         if head == "flatten":
@@ -56,7 +65,23 @@ class CNN(keras_tuner.HyperModel):
         else:
             x = keras.layers.GlobalAveragePooling2D()(x)
         x = keras.layers.Dropout(dropout)(x)
-        x = keras.layers.Dense(units, activation="relu")(x)
+        x = _relu_layer(functools.partial(keras.layers.Dense, units), x, batch_norm)
         x = keras.layers.Dropout(dropout)(x)
         outputs = keras.layers.Dense(self.num_classes, activation="softmax")(x)
         return keras.Model(inputs, outputs, name="cnn")
+
+
+def _relu_layer(
+    make: Callable[..., keras.layers.Layer], x: keras.KerasTensor, batch_norm: bool
+) -> keras.KerasTensor:
+    """Apply the layer ``make(...)`` with ReLU; with ``batch_norm``, normalize before the ReLU.
+
+    Layer → batch normalization → activation is the order of the batch-normalization
+    paper and of ``keras.applications``: it normalizes what the activation receives. The
+    layer then has no bias: the normalization's learned offset replaces it.
+    """
+    if not batch_norm:
+        return make(activation="relu")(x)
+    x = make(use_bias=False)(x)
+    x = keras.layers.BatchNormalization()(x)
+    return keras.layers.Activation("relu")(x)

@@ -9,6 +9,8 @@ import keras_tuner
 class MLP(keras_tuner.HyperModel):
     """Multilayer perceptron: dense layers over the flattened input, each half the last's width.
 
+    ``batch_norm`` puts batch normalization between each dense layer and its activation.
+
     Args:
         input_shape: Shape of one example; any rank (it is flattened).
         num_classes: Number of classes of the softmax output.
@@ -25,10 +27,19 @@ class MLP(keras_tuner.HyperModel):
         units = hp.Int("units", 32, 1024, sampling="log")
         activation = hp.Choice("activation", ["relu", "gelu", "tanh"])
         dropout = hp.Float("dropout", 0.0, 0.9)
+        batch_norm = hp.Boolean("batch_norm")
         inputs = keras.Input(self.input_shape)
         x = keras.layers.Flatten()(inputs)
         for i in range(depth):
-            x = keras.layers.Dense(max(units >> i, 16), activation=activation)(x)
+            width = max(units >> i, 16)
+            if batch_norm:
+                # Dense → batch normalization → activation, the order of the batch-norm
+                # paper: it normalizes what the activation receives; its offset is the bias.
+                x = keras.layers.Dense(width, use_bias=False)(x)
+                x = keras.layers.BatchNormalization()(x)
+                x = keras.layers.Activation(activation)(x)
+            else:
+                x = keras.layers.Dense(width, activation=activation)(x)
             x = keras.layers.Dropout(dropout)(x)
         outputs = keras.layers.Dense(self.num_classes, activation="softmax")(x)
         return keras.Model(inputs, outputs, name="mlp")

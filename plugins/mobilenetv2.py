@@ -9,6 +9,8 @@ from pathlib import Path
 import keras
 import keras_tuner
 
+from autodl.augmentation import augment
+
 #: Input sizes Keras publishes ImageNet weights for.
 SIZES = (96, 128, 160, 192, 224)
 ALPHAS = (0.35, 0.5, 0.75, 1.0)
@@ -34,6 +36,8 @@ class MobileNetV2(keras_tuner.HyperModel):
     [-1, 1] as ``mobilenet_v2.preprocess_input`` does. With ImageNet weights the top
     ``fine_tune_layers`` layers of the base may be trained too (batch normalization
     stays frozen); with ``weights="none"`` the whole network trains from scratch.
+    ``augment`` (see :mod:`autodl.augmentation`) adds random image augmentation right
+    after the input, before resizing.
 
     Args:
         input_shape: ``(height, width, channels)`` with 1 or 3 channels.
@@ -90,7 +94,7 @@ class MobileNetV2(keras_tuner.HyperModel):
         """Build the uncompiled model for the values in ``hp``."""
         alpha = hp.Choice("alpha", list(self.alphas))
         inputs = keras.Input(self.input_shape)
-        x = inputs
+        x = augment(hp, inputs)  # at the input's own size: cheaper than after resizing
         if self.input_shape[-1] == 1:
             x = keras.layers.Concatenate()([x, x, x])
         if self.input_shape[:2] != (self.size, self.size):
@@ -109,8 +113,9 @@ class MobileNetV2(keras_tuner.HyperModel):
                 layer.trainable = index >= first_trained and not isinstance(
                     layer, keras.layers.BatchNormalization
                 )
-        # training=False keeps batch normalization in inference mode, as the Keras
-        # transfer-learning guide does, so fine-tuning does not wreck its statistics.
+        # training=False, as in the Keras transfer-learning guide. In Keras 3 fit's explicit
+        # training=True overrides it: what keeps batch normalization's statistics while
+        # fine-tuning is that its layers are frozen above.
         x = base(x, training=False if self.weights is not None else None)
         x = keras.layers.Dropout(hp.Float("dropout", 0.0, 0.9))(x)
         outputs = keras.layers.Dense(self.num_classes, activation="softmax")(x)

@@ -270,3 +270,49 @@ def test_ctrl_c_fails_the_running_trial_prints_the_summary_and_exits_130(in_tmp,
     trial = load("c").trials[-1]
     assert trial.state.name == "FAIL"
     assert trial.user_attrs["fail_reason"] == "interrupted: stopped by the user"
+
+
+def test_the_guide_preset_runs_the_guides_network(in_tmp, tiny_npz):
+    import tomllib
+
+    preset = REPO / "studies" / "guide-mlp.toml"
+    assert main(["tune", "--space", str(preset), "--trials", "1", "--dataset",
+                 f"npz:{tiny_npz}", "--epochs", "1", "--seed", "1"]) == 0
+    trial = load("mlp-npz").trials[0]
+    assert trial.state.name == "COMPLETE"
+    built = trial.user_attrs["hyperparameters"]
+    assert {name: built[name] for name in tomllib.loads(preset.read_text())["space"]} == (
+        tomllib.loads(preset.read_text())["space"])
+    # 8x8 inputs through dense layers of 512 and 256 units into 3 classes
+    assert trial.user_attrs["params_count"] == (64 * 512 + 512) + (512 * 256 + 256) + (256 * 3 + 3)
+    assert load("mlp-npz").user_attrs["autodl"]["epochs"] == 1  # the command line wins
+
+
+def test_tensorboard_and_mixed_precision_from_the_command_line(in_tmp, tiny_npz):
+    import keras
+
+    from autodl.trial import training_device
+
+    try:
+        assert main(tune_args(f"npz:{tiny_npz}", "--study", "tb", "--tensorboard", "logs",
+                              "--mixed-precision", trials=2)) == 0
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert sorted(path.name for path in (in_tmp / "logs" / "tb").iterdir()) == [
+        "trial-00000", "trial-00001"]
+    study = load("tb")
+    facts = study.user_attrs["autodl"]
+    assert facts["mixed_precision"] is True and facts["tensorboard"] == str(in_tmp / "logs")
+    assert study.trials[0].user_attrs["device"] == training_device()
+    model = keras.models.load_model(in_tmp / "studies" / "models" / "tb.keras")
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert {layer.compute_dtype for layer in dense} == {"float16"}
+    assert keras.backend.standardize_dtype(model.output.dtype) == "float32"
+
+
+def test_plugin_listing_shows_when_a_training_hyperparameter_applies(capsys):
+    assert main(["plugins", "mlp", "--input-shape", "8,8,1", "--classes", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "lr_schedule        one of 'constant', 'exponential', 'step', 'cosine', 'cyclic'; " \
+           "default fixed 'constant'" in out
+    assert "lr_cycles          int 2..6 (only when lr_schedule is 'cyclic')" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from autodl.config import (
     IntRange,
     Space,
     TuneConfig,
+    describe_training,
     first_value,
     load_config,
     parse_assignment,
@@ -115,6 +117,8 @@ def test_parse_spec_errors(raw, message):
         ("batch_size=[32,64]", ("batch_size", Choice((32, 64)))),
         ("batch_size = [32, 64, 128]", ("batch_size", Choice((32, 64, 128)))),
         ('optimizer=["adam", "sgd"]', ("optimizer", Choice(("adam", "sgd")))),
+        ("lr_schedule=[constant, cosine]", ("lr_schedule", Choice(("constant", "cosine")))),
+        ("mixed=[relu,1e-3,true,64,]", ("mixed", Choice(("relu", 1e-3, True, 64)))),
         ("lr={low=1e-4,high=1e-2,log=true}", ("lr", FloatRange(1e-4, 1e-2, log=True))),
         ("depth={low=2, high=4}", ("depth", IntRange(2, 4))),
         ("weight_decay={low=1e-6,high=1e-3,log=true,zero=true}",
@@ -525,3 +529,113 @@ def test_a_fixed_or_choice_shared_default_applies_where_the_declaration_allows_i
     ) == Choice(("none", "horizontal"))
     monkeypatch.setitem(SHARED_DEFAULTS, "units", Choice((64, 128)))
     assert space.resolve("units", Choice((32, 64, 128))) == Choice((64, 128))
+
+
+# --- the training recipe ------------------------------------------------------------------
+
+
+def test_lr_schedule_and_plateau_are_searchable_but_off_unless_widened():
+    space = Space()
+    assert space.resolve("lr_schedule", TRAINING_SPACE["lr_schedule"]) == Fixed("constant")
+    assert space.resolve("lr_plateau", TRAINING_SPACE["lr_plateau"]) == Fixed(False)
+    config = load_config({"arch": "mlp"}, None, ["lr_schedule=[constant,cosine]",
+                                                 "lr_plateau=[false,true]"])
+    assert config.space.resolve("lr_schedule", TRAINING_SPACE["lr_schedule"]) == Choice(
+        ("constant", "cosine"))
+    assert config.space.resolve("lr_plateau", TRAINING_SPACE["lr_plateau"]) == Choice(
+        (False, True))
+    with pytest.raises(AutodlError, match="lr_schedule: 'linear' not allowed"):
+        Space({"lr_schedule": Choice(("constant", "linear"))}).resolve(
+            "lr_schedule", TRAINING_SPACE["lr_schedule"])
+
+
+@pytest.mark.parametrize(
+    ("assignments", "message"),
+    [
+        (["lr_decay_rate=0.9"], "lr_decay_rate is used only when lr_schedule is 'exponential', "
+                                "but lr_schedule takes fixed 'constant': set lr_schedule too"),
+        (["lr_schedule=[constant,cosine]", "lr_cycles=3"], "lr_cycles is used only when "
+                                                           "lr_schedule is 'cyclic'"),
+        (["lr_plateau_factor=0.5"], "lr_plateau_factor is used only when lr_plateau is True"),
+        (["lr_schedule=cosine", "lr_plateau=true"], "lr_plateau is used only when lr_schedule "
+                                                    "is 'constant'"),
+        # the plateau's own parameters need the schedule that allows the plateau, too
+        (["lr_schedule=step", "lr_plateau=true", "lr_plateau_patience=2"],
+         "lr_plateau is used only when"),
+    ],
+)
+def test_a_setting_its_parent_never_uses_is_refused(assignments, message):
+    with pytest.raises(AutodlError, match=message):
+        load_config({"arch": "mlp"}, None, assignments)
+
+
+@pytest.mark.parametrize(
+    "assignments",
+    [
+        ["lr_schedule=exponential", "lr_decay_rate=0.9"],
+        ["lr_schedule=[cosine,cyclic]", "lr_warmup_fraction=0", "lr_cycles=[2,4]"],
+        ["lr_plateau=true", "lr_plateau_factor=0.5", "lr_plateau_patience=3"],
+        ["lr_schedule=[constant,step]", "lr_plateau=[false,true]", "lr_plateau_factor=0.2"],
+    ],
+)
+def test_settings_a_parent_can_use_are_accepted(assignments):
+    assert len(load_config({"arch": "mlp"}, None, assignments).space.overrides) == len(
+        assignments)
+
+
+def test_describe_training_gives_defaults_and_conditions():
+    lines = describe_training()
+    assert list(lines) == list(TRAINING_SPACE)
+    assert lines["lr_schedule"] == (
+        "one of 'constant', 'exponential', 'step', 'cosine', 'cyclic'; default fixed 'constant'")
+    assert lines["lr_decay_rate"] == "float 0.5..0.99 (only when lr_schedule is 'exponential')"
+    assert lines["lr_plateau_patience"] == "int 1..5 (only when lr_plateau is True)"
+    assert lines["learning_rate"] == TRAINING_SPACE["learning_rate"].describe()
+
+
+def test_tensorboard_and_mixed_precision_options(tmp_path):
+    study = tmp_path / "study.toml"
+    study.write_text('[tune]\narch = "mlp"\nmixed_precision = true\ntensorboard = "logs"\n')
+    config = load_config({}, str(study))
+    assert config.mixed_precision is True and config.tensorboard == "logs"
+    assert load_config({"mixed_precision": None}, str(study)).mixed_precision is True
+    assert load_config({"arch": "mlp"}).mixed_precision is False
+    study.write_text('[tune]\narch = "mlp"\nmixed_precision = 1\n')
+    with pytest.raises(AutodlError, match="option mixed_precision must be true or false, got 1"):
+        load_config({}, str(study))
+    with pytest.raises(AutodlError, match="--tensorboard needs a folder"):
+        load_config({"arch": "mlp", "tensorboard": str(study)})
+    with pytest.raises(AutodlError, match="--tensorboard needs a folder"):
+        load_config({"arch": "mlp", "tensorboard": ""})
+    assert load_config({"arch": "mlp", "tensorboard": str(tmp_path / "new" / "logs")})
+
+
+def test_tensorboard_folder_must_be_writable(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    # root may write in a read-only folder: ask the same question os.access answers
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked)
+    with pytest.raises(AutodlError, match=f"--tensorboard {locked}/a/b: cannot write in "
+                                          f"{locked}$"):
+        load_config({"arch": "mlp", "tensorboard": str(locked / "a" / "b")})
+    assert load_config({"arch": "mlp", "tensorboard": str(tmp_path / "a" / "b")})
+
+
+GUIDE = {"depth": 2, "units": 512, "activation": "relu", "dropout": 0.2, "optimizer": "adam",
+         "learning_rate": 1e-3, "batch_size": 128, "weight_decay": 0.0,
+         "lr_schedule": "constant", "lr_plateau": True, "lr_plateau_factor": 0.5,
+         "lr_plateau_patience": 3}
+
+
+def test_the_guide_preset_fixes_the_guides_mnist_recipe():
+    from autodl.registry import find, instantiate
+    from autodl.trial import dry_build
+
+    config = load_config({}, str(Path(__file__).resolve().parents[1] / "studies" /
+                                 "guide-mlp.toml"))
+    assert (config.arch, config.dataset, config.epochs, config.patience) == (
+        "mlp", "mnist", 20, 5)
+    assert config.space.overrides == {name: Fixed(value) for name, value in GUIDE.items()}
+    # mlp's own ranges take every value, so a dry build comes out as the guide's network
+    hp = dry_build(instantiate(find("mlp"), (28, 28, 1), 10), config.space)
+    assert {name: hp.values[name] for name in GUIDE} == GUIDE

@@ -321,3 +321,26 @@ def test_preprocessing_follows_the_dataset():
     table = describe_preprocessing({"dataset": "npz:t.npz", "image_size": 96},
                                    splits(np.linspace(-3, 3, 40).reshape(2, 20)))
     assert table["kind"] == "array" and table["value_range"] == [-3.0, 3.0]
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_augmented_model_exports_without_augmenting(format, tmp_path):
+    """Every format runs the model in inference mode: its random augmentation passes through."""
+    import keras
+
+    from autodl import registry
+    from autodl.config import Fixed, Space
+    from autodl.export import FORMATS as DEFINED
+    from autodl.hyperparameters import OptunaHyperParameters
+
+    cnn = registry.instantiate(registry.find("cnn"), (8, 8, 1), 3)
+    hp = OptunaHyperParameters(Space({"augment": Fixed(True), "flip": Fixed("horizontal")}))
+    model = cnn.build(hp)
+    assert len(model.get_layer("augmentation").layers) == 5  # flip and the four factors
+    x, _ = make_images(10)
+    expected = model.predict(x, verbose=0)
+    written = DEFINED[format]
+    written.write(model, tmp_path / written.filename)
+    got = written.load(tmp_path / written.filename)(x)
+    assert np.max(np.abs(got - expected)) <= written.tolerance
+    keras.backend.clear_session()

@@ -96,6 +96,40 @@ def test_mlp_declares_its_hyperparameters():
     assert hp.specs["units"] == IntRange(32, 1024, 1, log=True)
     assert hp.specs["activation"] == Choice(("relu", "gelu", "tanh"))
     assert hp.specs["dropout"].low == 0.0 and hp.specs["dropout"].high == 0.5
+    assert hp.specs["batch_norm"] == Fixed(False)  # off unless asked for: a shared default
+    assert "augment" not in hp.specs  # not an image architecture
+
+
+# --- batch normalization -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("arch", "hidden"), [("mlp", keras.layers.Dense),
+                                              ("cnn", keras.layers.Conv2D)])
+def test_batch_norm_off_has_none(arch: str, hidden: type):
+    model, hp = build(hypermodel(arch, (8, 8, 1)))
+    assert hp.values["batch_norm"] is False
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert all(layer.use_bias for layer in model.layers if isinstance(layer, hidden))
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_batch_norm_on_normalizes_every_hidden_layer_before_its_activation(arch: str):
+    space = Space({"batch_norm": Fixed(True), "depth": Fixed(3)})
+    model, hp = build(hypermodel(arch, (8, 8, 1)), space)
+    assert hp.values["batch_norm"] is True
+    layers = model.layers
+    hidden = [i for i, layer in enumerate(layers[:-1])
+              if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D))]
+    assert len(hidden) == (3 if arch == "mlp" else 4)  # cnn: 3 convolutions and the dense head
+    for i in hidden:  # layer (no bias) -> BatchNormalization -> activation
+        assert not layers[i].use_bias and layers[i].activation.__name__ == "linear"
+        assert isinstance(layers[i + 1], keras.layers.BatchNormalization)
+        assert isinstance(layers[i + 2], keras.layers.Activation)
+    norms = [layer for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == len(hidden)
+    before = norms[0].moving_mean.numpy().copy()
+    train_one_step(model, (8, 8, 1))
+    assert not np.array_equal(norms[0].moving_mean.numpy(), before)  # trained in training mode
 
 
 # --- cnn: depth depends on how often the input can be pooled -------------------------
@@ -164,7 +198,7 @@ def test_mlp_built_from_an_optuna_trial():
     trial = study.ask()
     model, hp = build(hypermodel("mlp", (8, 8, 1)), trial=trial)
     assert trial.params == {"depth": 3, "units": 256, "activation": "tanh", "dropout": 0.25}
-    assert hp.values == trial.params
+    assert hp.values == trial.params | {"batch_norm": False}  # fixed: not a suggestion
     dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert [layer.units for layer in dense] == [256, 128, 64, 3]
     assert all(layer.activation.__name__ == "tanh" for layer in dense[:-1])
@@ -178,7 +212,8 @@ def test_cnn_built_from_sampled_trials():
     for _ in range(3):
         trial = study.ask()
         model, hp = build(hypermodel("cnn", (8, 8, 1)), trial=trial)
-        assert set(trial.params) == declared and hp.values == trial.params
+        assert set(trial.params) == declared
+        assert hp.values == trial.params | {"batch_norm": False, "augment": False}
         assert trial.distributions["depth"] == optuna.distributions.IntDistribution(2, 6)
         assert trial.distributions["kernel_size"] == (
             optuna.distributions.CategoricalDistribution([3, 5]))
@@ -211,7 +246,8 @@ def test_mobilenetv2_from_scratch_builds_and_trains_one_step(shape: tuple[int, .
     mobilenet = hypermodel("mobilenetv2", shape, weights="none")
     assert mobilenet.size == 96 and mobilenet.alphas == ALPHAS
     model, hp = build(mobilenet, Space({"alpha": Fixed(0.35)}))
-    assert set(hp.values) == {"alpha", "dropout"}  # no fine-tuning without pretrained weights
+    # no fine-tuning without pretrained weights
+    assert set(hp.values) == {"alpha", "dropout", "augment"}
     assert tuple(model.input_shape[1:]) == shape and model.output_shape == (None, 3)
     assert any(isinstance(layer, keras.layers.Resizing) for layer in model.layers)
     base = model.get_layer("mobilenetv2_0.35_96")
@@ -220,6 +256,18 @@ def test_mobilenetv2_from_scratch_builds_and_trains_one_step(shape: tuple[int, .
     # Graph-mode tracing of MobileNetV2 takes ~15 s on a CPU; one eager step is enough here
     # (the transfer-learning test below trains it in graph mode).
     train_one_step(model, shape, eager=True)
+
+
+def test_mobilenetv2_augments_at_the_input_as_cnn_does():
+    on = Space({"augment": Fixed(True), "alpha": Fixed(0.35)})
+    model, hp = build(hypermodel("mobilenetv2", (8, 8, 1), weights="none"), on)
+    # Before the grayscale-to-RGB and the resizing: augmenting the small image is cheaper.
+    assert [type(layer) for layer in model.layers[1:4]] == [
+        keras.Sequential, keras.layers.Concatenate, keras.layers.Resizing]
+    assert model.layers[1].name == "augmentation"
+    cnn = dry_build(hypermodel("cnn", (8, 8, 1)), on)
+    names = ("augment", "flip", "rotation", "zoom", "translation", "contrast")
+    assert {name: hp.specs[name] for name in names} == {name: cnn.specs[name] for name in names}
 
 
 @pytest.mark.parametrize(

@@ -42,7 +42,8 @@ def test_write_a_plugin_example_lists_and_tunes(in_tmp, tiny_npz, capsys):
     assert "my_model" in listing and "file my_model.py" in listing
     assert "A small convnet with a searchable width" in listing
     assert re.search(r"width\s+int 16..64 step 16", listing)
-    assert re.search(r"batch_norm\s+one of False, True", listing)
+    # batch_norm is off by default for every plugin (SHARED_DEFAULTS)
+    assert re.search(r"batch_norm\s+fixed False", listing)
 
     assert main(tune_args(f"npz:{tiny_npz}", "--study", "mine", arch="my_model.py",
                           trials=2)) == 0

@@ -16,10 +16,12 @@ import pytest
 from optuna.trial import TrialState
 
 from autodl import registry
+from autodl.augmentation import AugmentedApplication
 from autodl.cli import main
-from autodl.config import Space
+from autodl.config import Fixed, Space
 from autodl.errors import AutodlError
 from autodl.hyperparameters import OptunaHyperParameters
+from autodl.trial import dry_build
 
 BUILT_INS = {"mlp": "MLP", "cnn": "CNN", "mobilenetv2": "MobileNetV2"}
 
@@ -84,8 +86,10 @@ def test_kt_hyper_resnet_builds_and_trains_a_step(monkeypatch):
         registry.instantiate(plugin, (32, 32, 3), 10, weights="imagenet")
 
     hypermodel = registry.instantiate(plugin, (32, 32, 3), 10)
-    assert isinstance(hypermodel, keras_tuner.applications.HyperResNet)
-    assert (hypermodel.input_shape, hypermodel.classes) == ((32, 32, 3), 10)
+    assert isinstance(hypermodel, AugmentedApplication)
+    resnet = hypermodel.application
+    assert isinstance(resnet, keras_tuner.applications.HyperResNet)
+    assert (resnet.input_shape, resnet.classes, resnet.input_tensor) == ((32, 32, 3), 10, None)
 
     def no_download(*args, **kwargs):
         raise AssertionError("HyperResNet must not download weights")
@@ -93,16 +97,21 @@ def test_kt_hyper_resnet_builds_and_trains_a_step(monkeypatch):
     monkeypatch.setattr(keras.utils, "get_file", no_download)
     monkeypatch.setattr(keras.src.utils.file_utils, "get_file", no_download)
     try:
-        model, hp = dry(hypermodel)
+        # With augmentation on, to train a step through it too.
+        hp = OptunaHyperParameters(Space({"augment": Fixed(True)}))
+        model = hypermodel.build(hp)
+        assert resnet.input_tensor is None  # lent for the build only
         assert {"version", "conv3_depth", "conv4_depth", "pooling"} <= set(hp.specs)
+        assert model.layers[1].name == "augmentation"  # right after the input
         assert model.input_shape == (None, 32, 32, 3)
         assert model.output_shape == (None, 10)
-        assert model.loss == "categorical_crossentropy"  # it compiles itself, one-hot labels
+        assert not model.compiled  # autodl compiles it, as the trial runner does here
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                      run_eagerly=True)  # one step: tracing ResNet's graph would take far longer
         rng = np.random.default_rng(0)
         x = rng.random((4, 32, 32, 3), dtype=np.float32)
-        y = keras.utils.to_categorical(np.arange(4) % 10, 10)
+        y = np.arange(4) % 10
         before = [w.numpy().copy() for w in model.trainable_weights[:3]]
-        model.run_eagerly = True  # one step: tracing ResNet's graph would take far longer
         loss = model.train_on_batch(x, y)
         loss = loss[0] if isinstance(loss, list) else loss
         assert np.isfinite(loss)
@@ -110,6 +119,26 @@ def test_kt_hyper_resnet_builds_and_trains_a_step(monkeypatch):
         assert any(not np.array_equal(b, a) for b, a in zip(before, after, strict=True))
     finally:
         keras.backend.clear_session()
+
+
+@pytest.mark.parametrize("name", registry.KERAS_TUNER_HYPERMODELS)
+def test_kt_hypermodels_augment_as_the_built_in_image_plugins_do(name):
+    hypermodel = registry.instantiate(registry.find(f"kt:{name}"), (32, 32, 3), 10)
+    assert isinstance(hypermodel, AugmentedApplication)
+    assert type(hypermodel.application) is getattr(keras_tuner.applications, name)
+    assert hypermodel.name == hypermodel.application.name
+
+
+def test_kt_hyper_resnet_declares_the_cnn_augmentation_space():
+    on = Space({"augment": Fixed(True)})
+    names = ("augment", "flip", "rotation", "zoom", "translation", "contrast")
+    specs = {}
+    for arch in ("kt:HyperResNet", "cnn"):
+        hp = dry_build(registry.instantiate(registry.find(arch), (32, 32, 3), 10), on)
+        specs[arch] = {name: hp.specs[name] for name in names}
+    assert specs["kt:HyperResNet"] == specs["cnn"]
+    hp = dry_build(registry.instantiate(registry.find("kt:HyperResNet"), (32, 32, 3), 10), Space())
+    assert hp.specs["augment"] == Fixed(False) and "rotation" not in hp.specs
 
 
 # --- plugin files -----------------------------------------------------------------------------

@@ -9,9 +9,16 @@ import optuna
 import pytest
 from conftest import make_images
 
-from autodl.config import Fixed, Space
+from autodl.config import LR_SCHEDULES, Choice, Fixed, Space
 from autodl.datasets import Dataset, make_splits
-from autodl.trial import TrialRunner, dry_build, make_optimizer, uses_one_hot_labels
+from autodl.trial import (
+    TrialRunner,
+    compile_model,
+    dry_build,
+    make_optimizer,
+    training_device,
+    uses_one_hot_labels,
+)
 
 
 class Silent:
@@ -52,12 +59,14 @@ def splits():
     return make_splits(Dataset("tiny", x, y, ["0", "1", "2"]), seed=0)
 
 
-def run(hypermodel, splits, enqueued, space=None):
-    saved = []
+def run(hypermodel, splits, enqueued, space=None, **options):
+    """Run the enqueued trials; returns the study, the saved models by trial, the listener."""
+    saved = {}
     listener = Silent()
     runner = TrialRunner(hypermodel, splits, space or Space(), epochs=3, patience=3, seed=0,
-                         listener=listener, save_model=lambda trial, model: saved.append(
-                             trial.number))
+                         listener=listener,
+                         save_model=lambda trial, model: saved.update({trial.number: model}),
+                         **options)
     study = optuna.create_study(direction="maximize")
     for params in enqueued:
         study.enqueue_trial(params)
@@ -74,7 +83,7 @@ def test_diverging_trial_fails_with_reason_and_the_next_one_runs(splits):
     assert failed.user_attrs["fail_kind"] == "diverged"
     assert "loss became" in failed.user_attrs["fail_reason"]
     assert completed.state.name == "COMPLETE"
-    assert saved == [1]
+    assert list(saved) == [1]
 
 
 def test_runner_records_history_and_saves_only_new_bests(splits):
@@ -84,7 +93,7 @@ def test_runner_records_history_and_saves_only_new_bests(splits):
     ])
     first, second = study.trials
     assert first.value > second.value
-    assert saved == [0]
+    assert list(saved) == [0]
     assert listener.epochs[:3] == [(0, 1), (0, 2), (0, 3)]
     assert len(first.user_attrs["history"]) == first.user_attrs["stopped_epoch"] == 3
     assert first.user_attrs["hyperparameters"]["explode"] is False
@@ -146,3 +155,115 @@ def test_out_of_memory_fails_one_trial_and_the_next_one_trains(splits):
     assert failed.user_attrs["fail_kind"] == "ResourceExhaustedError"
     assert "OOM when allocating tensor" in failed.user_attrs["fail_reason"]
     assert completed.state.name == "COMPLETE"
+
+
+def test_schedules_drive_the_optimizer_and_only_the_chosen_ones_parameters_exist(splits):
+    space = Space({"lr_schedule": Choice(LR_SCHEDULES), "lr_plateau": Choice((False, True))})
+    base = {"explode": False, "optimizer": "sgd", "batch_size": 16, "weight_decay_enabled": False}
+    study, _, _ = run(Explosive(), splits, [
+        {**base, "learning_rate": 0.01, "lr_schedule": "exponential", "lr_decay_rate": 0.5},
+        {**base, "learning_rate": 0.01, "lr_schedule": "cyclic", "lr_cycles": 3},
+        # one tiny step per epoch cannot improve val_loss: the plateau halves the rate
+        {**base, "batch_size": 256, "learning_rate": 1e-5, "lr_schedule": "constant",
+         "lr_plateau": True,
+         "lr_plateau_factor": 0.5, "lr_plateau_patience": 1},
+        {**base, "learning_rate": 0.01, "lr_schedule": "constant", "lr_plateau": False},
+    ], space)
+    exponential, cyclic, plateau, constant = study.trials
+    schedule_only = {"lr_decay_rate", "lr_warmup_fraction", "lr_cycles", "lr_plateau",
+                     "lr_plateau_factor", "lr_plateau_patience"}
+
+    def chosen(trial):
+        assert trial.state.name == "COMPLETE", trial.user_attrs.get("fail_reason")
+        assert set(trial.params) & schedule_only == set(trial.user_attrs[
+            "hyperparameters"]) & schedule_only
+        return set(trial.params) & schedule_only
+
+    def rates(trial):
+        return [record["learning_rate"] for record in trial.user_attrs["history"]]
+
+    assert chosen(exponential) == {"lr_decay_rate"}
+    assert rates(exponential) == pytest.approx([0.005, 0.0025, 0.00125])  # at each epoch's end
+    assert chosen(cyclic) == {"lr_cycles"}
+    assert rates(cyclic) == pytest.approx([0.01] * 3)  # each epoch is a cycle: restarted
+    assert chosen(plateau) == {"lr_plateau", "lr_plateau_factor", "lr_plateau_patience"}
+    assert rates(plateau) == pytest.approx([1e-5, 1e-5, 5e-6])
+    assert chosen(constant) == {"lr_plateau"}
+    assert rates(constant) == pytest.approx([0.01] * 3)
+    assert constant.user_attrs["device"] == training_device()
+
+
+def test_training_device_names_the_machines_gpu(monkeypatch):
+    import tensorflow as tf
+
+    assert training_device() in ("CPU", training_device.__wrapped__())
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind: ["gpu"])
+    monkeypatch.setattr(tf.config.experimental, "get_device_details",
+                        lambda gpu: {"device_name": "NVIDIA H100 80GB HBM3"})
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert training_device.__wrapped__() == "GPU:3 (NVIDIA H100 80GB HBM3)"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert training_device.__wrapped__() == "GPU:0 (NVIDIA H100 80GB HBM3)"
+
+
+def test_tensorboard_writes_one_run_per_trial_with_its_hyperparameters(splits, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    study, _, _ = run(Explosive(), splits, [{"explode": False, "optimizer": "adam"}] * 2,
+                      tensorboard=str(tmp_path / "logs"))
+    runs = tmp_path / "logs" / study.study_name
+    assert sorted(path.name for path in runs.iterdir()) == ["trial-00000", "trial-00001"]
+    trial = study.trials[1]
+    events = EventAccumulator(str(runs / "trial-00001"))
+    events.Reload()
+    content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    logged = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info
+    assert logged.group_name == "trial-00001"
+    assert {name: getattr(value, value.WhichOneof("kind"))
+            for name, value in logged.hparams.items()} == pytest.approx(
+        trial.user_attrs["hyperparameters"])
+    for part, tags in (("train", {"epoch_accuracy", "epoch_loss", "epoch_learning_rate"}),
+                       ("validation", {"epoch_accuracy", "epoch_loss"})):
+        scalars = EventAccumulator(str(runs / "trial-00001" / part))
+        scalars.Reload()
+        assert tags <= set(scalars.Tags()["tensors"])
+        assert [event.step for event in scalars.Tensors("epoch_accuracy")] == [0, 1, 2]
+
+
+@pytest.fixture
+def float32_after():
+    """The float32 policy again after a test that trained with mixed precision."""
+    yield
+    keras.config.set_dtype_policy("float32")
+
+
+@pytest.mark.parametrize("hypermodel", [Explosive(), SelfCompiling()],
+                         ids=["compiled-by-autodl", "compiled-by-plugin"])
+def test_mixed_precision_models_compute_in_float16_and_output_float32(
+    splits, float32_after, hypermodel
+):
+    study, saved, _ = run(hypermodel, splits, [{"explode": False, "optimizer": "adam"}],
+                          mixed_precision=True)
+    assert study.trials[0].state.name == "COMPLETE", study.trials[0].user_attrs
+    model = saved[0]
+    assert model.layers[-2].compute_dtype == "float16"
+    assert keras.backend.standardize_dtype(model.output.dtype) == "float32"
+    assert model.predict(splits.x_val, verbose=0).dtype == np.float32
+    # the plugin's own compile survives the float32 cast
+    assert uses_one_hot_labels(model) == getattr(hypermodel, "owns_compile", False)
+
+
+
+def test_compile_model_spans_the_schedule_over_every_step():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    training = {"optimizer": "adam", "learning_rate": 0.1, "weight_decay": 0.0,
+                "batch_size": 10, "lr_schedule": "step"}
+    compile_model(model, training, examples=95, epochs=10)  # 10 steps an epoch, 100 in all
+    model.optimizer.build(model.trainable_variables)
+    rates = {}
+    for step in (0, 50, 51, 75, 76):
+        model.optimizer.iterations.assign(step)
+        rates[step] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    assert rates == pytest.approx({0: 0.1, 50: 0.1, 51: 0.01, 75: 0.01, 76: 0.001})
+    assert model.loss == "sparse_categorical_crossentropy"

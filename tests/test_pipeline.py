@@ -1,0 +1,41 @@
+"""The tf.data input pipeline shared by a process's trials."""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from conftest import make_images
+
+from autodl.datasets import Dataset, make_splits
+from autodl.pipeline import InputPipeline
+
+
+def epoch(dataset) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    batches = [(x.numpy(), y.numpy()) for x, y in dataset]
+    return (np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches]),
+            [len(y) for _, y in batches])
+
+
+def test_training_batches_hold_every_example_once_per_epoch_reshuffled():
+    splits = make_splits(Dataset("tiny", *make_images(90), ["0", "1", "2"]), seed=0)
+    pipeline = InputPipeline(splits)
+    tf.random.set_seed(0)
+    train = pipeline.train(batch_size=10)
+    (x1, y1, sizes), (x2, _, _) = epoch(train), epoch(train)
+    n = len(splits.y_train)
+    assert n % 10 and sizes == [10] * (n // 10) + [n % 10]
+    flat = splits.x_train.reshape(n, -1)
+    order = [int(np.flatnonzero((flat == row).all(axis=1))[0]) for row in x1.reshape(n, -1)]
+    assert sorted(order) == list(range(n))  # every example once, with its own label
+    np.testing.assert_array_equal(y1, splits.y_train[order])
+    assert order != list(range(n)) and not np.array_equal(x1, x2)
+
+    x, y, _ = epoch(pipeline.validation(batch_size=16))
+    np.testing.assert_array_equal(x, splits.x_val)  # in order, every epoch the same
+    np.testing.assert_array_equal(y, splits.y_val)
+
+
+def test_one_hot_labels_for_models_whose_loss_wants_them():
+    splits = make_splits(Dataset("tiny", *make_images(90), ["0", "1", "2"]), seed=0)
+    _, y, _ = epoch(InputPipeline(splits).validation(batch_size=8, one_hot=True))
+    np.testing.assert_array_equal(y, np.eye(3)[splits.y_val])
