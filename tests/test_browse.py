@@ -90,7 +90,7 @@ def test_show_prints_the_best_trial_in_full_and_the_top_trials(tiny_study, capsy
     history = out.split(f"Per-epoch history of trial #{best.number}\n")[1].split("\n\n")[0]
     lines = history.splitlines()
     assert lines[0].split() == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy",
-                                "seconds"]
+                                "learning_rate", "seconds"]
     assert [line.split()[0] for line in lines[1:]] == [
         str(h["epoch"]) for h in attrs["history"]]
     top = out.split("Top 2 of 3 completed trials\n")[1].splitlines()
