@@ -7,7 +7,7 @@ Every column searches the same space (the `cnn` plugin and the core's training
 hyperparameters, as autodl resolves them), on the same data split, with the same
 per-trial epoch cap:
 
-* ``autodl``: ``autodl tune`` with its defaults (TPE, Hyperband pruner, early stopping);
+* ``autodl``: ``autodl tune`` with its defaults (TPE, successive-halving pruner, early stopping);
 * ``kt-hyperband``: KerasTuner ``Hyperband`` (``max_epochs`` = the cap, factor 3, one
   iteration: it runs as many trials as its brackets need);
 * ``kt-random``: KerasTuner ``RandomSearch``, ``--trials`` trials of the full cap;

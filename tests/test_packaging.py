@@ -190,8 +190,9 @@ def test_plugins_lists_the_built_ins_with_their_hyperparameters(installed):
     assert "kt:HyperResNet" in blocks
     hyperparameters = {name: [line.split()[0] for line in lines[1:]]
                        for name, lines in blocks.items()}
-    assert hyperparameters["mlp"] == ["depth", "units", "activation", "dropout"]
+    assert hyperparameters["mlp"] == ["depth", "units", "activation", "dropout", "batch_norm"]
     assert hyperparameters["cnn"] == ["depth", "filters", "kernel_size", "head", "units",
-                                      "dropout"]
+                                      "dropout", "batch_norm", "augment", "flip", "rotation",
+                                      "zoom", "translation", "contrast"]
     assert "depth int 2..6" in [" ".join(line.split()) for line in blocks["mlp"]]
     assert "dropout float 0..0.5" in [" ".join(line.split()) for line in blocks["cnn"]]
