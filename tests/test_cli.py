@@ -313,6 +313,6 @@ def test_tensorboard_and_mixed_precision_from_the_command_line(in_tmp, tiny_npz)
 def test_plugin_listing_shows_when_a_training_hyperparameter_applies(capsys):
     assert main(["plugins", "mlp", "--input-shape", "8,8,1", "--classes", "3"]) == 0
     out = capsys.readouterr().out
-    assert "lr_schedule        one of 'constant', 'exponential', 'step', 'cosine', 'cyclic'; " \
+    assert "lr_schedule          one of 'constant', 'exponential', 'step', 'cosine', 'cyclic'; " \
            "default fixed 'constant'" in out
-    assert "lr_cycles          int 2..6 (only when lr_schedule is 'cyclic')" in out
+    assert "lr_cycles            int 2..6 (only when lr_schedule is 'cyclic')" in out
