@@ -18,8 +18,9 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from autodl import study as storage
+from autodl import storage
 from autodl.errors import AutodlError
+from autodl.storage import TrialAttr
 
 #: Trial states counted in the studies listing, as its column names.
 STATE_COLUMNS = {
@@ -67,7 +68,7 @@ def _best_value(study: optuna.Study) -> float | None:
 
 
 def _test_accuracy(study: optuna.Study) -> float | None:
-    test = study.user_attrs.get("test")
+    test = storage.recorded_test(study)
     return test.get("accuracy") if isinstance(test, dict) else None
 
 
@@ -79,7 +80,7 @@ def _overview(study: optuna.Study) -> StudyOverview:
             counts[STATE_COLUMNS[trial.state]] += 1
     starts = [t.datetime_start for t in trials if t.datetime_start]
     moments = starts + [t.datetime_complete for t in trials if t.datetime_complete]
-    facts = study.user_attrs.get(storage.FACTS_KEY) or {}
+    facts = storage.recorded_facts(study)
     return StudyOverview(
         name=study.study_name,
         arch=facts.get("arch"),
@@ -111,11 +112,6 @@ def studies_frame(overviews: list[StudyOverview]) -> pd.DataFrame:
     return pd.DataFrame([asdict(o) for o in overviews], columns=columns)
 
 
-def _hyperparameters(trial: FrozenTrial) -> dict[str, Any]:
-    """Every value the trial's model was built with (the searched ones if not recorded)."""
-    return trial.user_attrs.get("hyperparameters", trial.params)
-
-
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """All trials of a study, one row each, hyperparameters as ``hp_<name>`` columns."""
     rows = []
@@ -125,14 +121,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "number": trial.number,
             "state": trial.state.name,
             "val_accuracy": trial.value,
-            "epochs": attrs.get("stopped_epoch"),
-            "train_seconds": attrs.get("train_seconds"),
-            "params_count": attrs.get("params_count"),
+            "epochs": attrs.get(TrialAttr.STOPPED_EPOCH),
+            "train_seconds": attrs.get(TrialAttr.TRAIN_SECONDS),
+            "params_count": attrs.get(TrialAttr.PARAMS_COUNT),
             "started": trial.datetime_start,
             "completed": trial.datetime_complete,
-            "fail_reason": attrs.get("fail_reason"),
+            "fail_reason": attrs.get(TrialAttr.FAIL_REASON),
         }
-        row.update({HP_PREFIX + k: v for k, v in _hyperparameters(trial).items()})
+        row.update({HP_PREFIX + k: v for k, v in storage.hyperparameters(trial).items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
     for column in ("epochs", "params_count"):  # whole numbers, also with missing values
@@ -164,7 +160,7 @@ class StudyDetail:
     @property
     def hyperparameters(self) -> dict[str, Any]:
         """Every hyperparameter of the best trial."""
-        return _hyperparameters(self.best)
+        return storage.hyperparameters(self.best)
 
 
 def show_study(url: str, name: str, top: int = 10) -> StudyDetail:
@@ -189,7 +185,7 @@ def show_study(url: str, name: str, top: int = 10) -> StudyDetail:
             f"{overview.pruned} pruned, {overview.failed} failed, {overview.running} running)"
         )
     best = study.best_trial
-    test = study.user_attrs.get("test")
+    test = storage.recorded_test(study)
     measured = isinstance(test, dict) and test.get("trial") == best.number
     trials = trials_frame(study)
     ranked = trials[trials["state"] == TrialState.COMPLETE.name].sort_values(
@@ -199,7 +195,7 @@ def show_study(url: str, name: str, top: int = 10) -> StudyDetail:
         overview=overview,
         best=best,
         best_test_accuracy=test.get("accuracy") if measured else None,
-        history=pd.DataFrame(best.user_attrs.get("history", [])),
+        history=pd.DataFrame(best.user_attrs.get(TrialAttr.HISTORY, [])),
         top=ranked.head(top).reset_index(drop=True),
         trials=trials,
     )
@@ -246,9 +242,10 @@ def render_detail(detail: StudyDetail) -> str:
         ("best trial", f"#{best.number}"),
         ("validation accuracy", _fmt(best.value, accuracy=True)),
         ("test accuracy", _fmt(detail.best_test_accuracy, accuracy=True)),
-        ("parameters", f"{attrs['params_count']:,}" if "params_count" in attrs else None),
-        ("train seconds", attrs.get("train_seconds")),
-        ("epochs trained", attrs.get("stopped_epoch")),
+        ("parameters", f"{attrs[TrialAttr.PARAMS_COUNT]:,}"
+         if TrialAttr.PARAMS_COUNT in attrs else None),
+        ("train seconds", attrs.get(TrialAttr.TRAIN_SECONDS)),
+        ("epochs trained", attrs.get(TrialAttr.STOPPED_EPOCH)),
     ]
     facts += [(f"  {k}", v) for k, v in detail.hyperparameters.items()]
     width = max(len(k) for k, _ in facts)

@@ -109,7 +109,7 @@ def _print_summary(summary) -> None:
 
 def _load_backend(debug: bool) -> None:
     with native_stderr_hidden(not debug):
-        from autodl.tuner import setup_devices
+        from autodl.runtime import setup_devices
 
         setup_devices()
 

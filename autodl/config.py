@@ -30,7 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autodl.errors import AutodlError
+from autodl.errors import AutodlError, choose
+from autodl.optimizers import OPTIMIZERS
+from autodl.pruners import PRUNERS
+from autodl.samplers import SAMPLERS
 
 Scalar = bool | int | float | str
 
@@ -127,7 +130,6 @@ class Fixed:
 
 Spec = IntRange | FloatRange | Choice | Fixed
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop", "adagrad")
 LR_SCHEDULES = ("constant", "exponential", "step", "cosine", "cyclic")
 
 #: The training hyperparameters the core owns and suggests for every trial, parents
@@ -135,7 +137,7 @@ LR_SCHEDULES = ("constant", "exponential", "step", "cosine", "cyclic")
 TRAINING_SPACE: dict[str, Spec] = {
     "learning_rate": FloatRange(1e-5, 1e-1, log=True),
     "batch_size": Choice((16, 32, 64, 128, 256)),
-    "optimizer": Choice(OPTIMIZERS),
+    "optimizer": Choice(tuple(OPTIMIZERS)),
     "weight_decay": FloatRange(1e-6, 1e-1, log=True, zero=True),
     "lr_schedule": Choice(LR_SCHEDULES),
     "lr_decay_rate": FloatRange(0.5, 0.99),  # per epoch
@@ -411,8 +413,6 @@ def parse_assignment(text: str) -> tuple[str, Spec]:
     return name, parse_spec(name, raw)
 
 
-PRUNERS = ("hyperband", "median", "sha", "none")
-SAMPLERS = ("tpe", "random", "cmaes", "gp")
 DEFAULT_STORAGE = "sqlite:///studies/autodl.db"
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -428,8 +428,8 @@ class TuneConfig:
     patience: int = 3
     # Not hyperband: Optuna's TPE then learns only from the trial's own bracket, so on a
     # few dozen trials it stays random (benchmarks/RESULTS.md, search benchmark).
-    pruner: str = "sha"
-    sampler: str = "tpe"
+    pruner: str = next(iter(PRUNERS))
+    sampler: str = next(iter(SAMPLERS))
     storage: str = DEFAULT_STORAGE
     study: str | None = None
     seed: int | None = None
@@ -467,12 +467,8 @@ class TuneConfig:
         for name in ("patience", "workers", "heartbeat"):
             if getattr(self, name) < 1:
                 raise AutodlError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        if self.pruner not in PRUNERS:
-            raise AutodlError(f"unknown pruner {self.pruner!r}; choose from {', '.join(PRUNERS)}")
-        if self.sampler not in SAMPLERS:
-            raise AutodlError(
-                f"unknown sampler {self.sampler!r}; choose from {', '.join(SAMPLERS)}"
-            )
+        choose(PRUNERS, self.pruner, "pruner")
+        choose(SAMPLERS, self.sampler, "sampler")
         for name in ("val_split", "test_split"):
             if not 0 < getattr(self, name) < 1:
                 raise AutodlError(f"--{name.replace('_', '-')} must be between 0 and 1")

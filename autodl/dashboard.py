@@ -10,7 +10,7 @@ from collections.abc import Callable
 import optuna_dashboard
 from optuna.artifacts import FileSystemArtifactStore
 
-from autodl import study as storage
+from autodl import storage
 from autodl.errors import AutodlError
 
 

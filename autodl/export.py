@@ -32,13 +32,13 @@ import keras
 import numpy as np
 import optuna
 
-from autodl import __version__, registry
-from autodl import study as storage
+from autodl import __version__, registry, storage
 from autodl._imports import native_stderr_hidden, try_import
 from autodl.config import DEFAULT_STORAGE, Fixed, Space
 from autodl.datasets import Splits
 from autodl.errors import AutodlError
 from autodl.hyperparameters import OptunaHyperParameters
+from autodl.storage import TrialAttr
 from autodl.trial import (
     build_model,
     compile_model,
@@ -46,7 +46,6 @@ from autodl.trial import (
     encode_labels,
     owns_compile,
 )
-from autodl.tuner import study_splits
 
 MANIFEST = "manifest.json"
 #: Examples per call of a runtime, so large test splits and inputs stay in memory.
@@ -311,17 +310,6 @@ def describe_preprocessing(facts: dict[str, Any], splits: Splits) -> dict[str, A
     return table
 
 
-def _facts(study: optuna.Study) -> dict[str, Any]:
-    facts = study.user_attrs.get(storage.FACTS_KEY) or {}
-    missing = [key for key in _NEEDED_FACTS if key not in facts]
-    if missing:
-        raise AutodlError(
-            f"study {study.study_name!r} does not record {', '.join(missing)} (it was tuned "
-            "by an older autodl); tune a new study to export it"
-        )
-    return facts
-
-
 @dataclass
 class Retrained:
     """A model trained again on training + validation data."""
@@ -350,15 +338,15 @@ def retrain(study: optuna.Study, trial: optuna.trial.FrozenTrial, splits: Splits
     Returns:
         The trained model and how it was trained.
     """
-    facts = _facts(study)
-    epochs = trial.user_attrs.get("best_epoch")
+    facts = storage.recorded_facts(study, _NEEDED_FACTS)
+    epochs = trial.user_attrs.get(TrialAttr.BEST_EPOCH)
     if epochs is None:
         raise AutodlError(f"trial {trial.number} does not record its best epoch")
     hypermodel = registry.instantiate(
         registry.find(facts["arch"]), splits.input_shape, splits.num_classes,
         weights=facts.get("weights"),
     )
-    values = trial.user_attrs["hyperparameters"]
+    values = storage.hyperparameters(trial)
     hp = OptunaHyperParameters(Space({name: Fixed(value) for name, value in values.items()}))
     keras.backend.clear_session()
     seed = int(facts["split_seed"]) + trial.number  # as the trial was seeded
@@ -371,7 +359,7 @@ def retrain(study: optuna.Study, trial: optuna.trial.FrozenTrial, splits: Splits
     if not owns_compile(hypermodel):
         compile_model(model, training, len(y), int(facts["epochs"]))
     if training.get("lr_plateau"):  # the plateaus were seen on validation data, gone now
-        rates = [record["learning_rate"] for record in trial.user_attrs["history"]]
+        rates = [record["learning_rate"] for record in trial.user_attrs[TrialAttr.HISTORY]]
         callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[epoch]))
     history = model.fit(x, encode_labels(model, y, splits.num_classes),
                         batch_size=training["batch_size"], epochs=int(epochs), verbose=0,
@@ -500,8 +488,8 @@ def export_study(
     model_format.require()
     study = storage.load_existing(storage_url, study_name)
     trial = storage.best_trial(study, "export")
-    facts = _facts(study)
-    splits = study_splits(study)
+    facts = storage.recorded_facts(study, _NEEDED_FACTS)
+    splits = storage.study_splits(study)
     retrained = None
     if retrain_model:
         retrained = retrain(study, trial, splits)
@@ -521,7 +509,7 @@ def export_study(
             "trial": trial.number,
             "arch": facts["arch"],
             "dataset": facts["dataset"],
-            "hyperparameters": trial.user_attrs.get("hyperparameters", trial.params),
+            "hyperparameters": storage.hyperparameters(trial),
             "validation_accuracy": trial.value,
             "test_accuracy": float(np.mean(probabilities.argmax(-1) == splits.y_test)),
             "test_examples": len(splits.y_test),

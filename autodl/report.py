@@ -38,9 +38,10 @@ from matplotlib.figure import Figure
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
-from autodl import __version__, tuner
-from autodl import study as storage
+from autodl import __version__, storage
 from autodl.errors import AutodlError
+from autodl.runtime import quiet_libraries
+from autodl.storage import TrialAttr
 
 INDEX = "index.html"
 #: Pixels per inch of every PNG: a figure's size in pixels is its size in inches times this.
@@ -179,12 +180,12 @@ def _intermediate_values(context: _Context, spec: FigureSpec) -> Figure:
 
 
 def _training_curves(context: _Context, spec: FigureSpec) -> Figure:
-    history = context.best.user_attrs.get("history") or []
+    history = context.best.user_attrs.get(TrialAttr.HISTORY) or []
     if not history:
         raise _Skipped(f"Trial #{context.best.number} recorded no training history.")
     figure, axes = _new_figure(spec, ncols=2)
     epochs = [record["epoch"] for record in history]
-    best_epoch = context.best.user_attrs.get("best_epoch")
+    best_epoch = context.best.user_attrs.get(TrialAttr.BEST_EPOCH)
     for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
         for prefix, label in (("", "training"), ("val_", "validation")):
             values = [record.get(prefix + metric, math.nan) for record in history]
@@ -372,7 +373,7 @@ nav a { margin-right: 1rem; }
 def _page(context: _Context, storage_url: str, skipped: dict[str, str]) -> str:
     """The report's HTML: the study's summary, then each figure or why it is missing."""
     study, best, trials = context.study, context.best, context.trials
-    facts = study.user_attrs.get(storage.FACTS_KEY, {})
+    facts = storage.recorded_facts(study)
     states = ", ".join(f"{_count(trials, state)} {word}" for state, word in (
         (TrialState.COMPLETE, "complete"), (TrialState.PRUNED, "pruned"),
         (TrialState.FAIL, "failed")))
@@ -385,10 +386,10 @@ def _page(context: _Context, storage_url: str, skipped: dict[str, str]) -> str:
         ("validation accuracy", f"{best.value:.4f}"),
         ("test accuracy", f"{context.test_accuracy:.4f} ({len(context.y_test)} examples)"),
         ("parameters", f"{best.user_attrs['params_count']:,}"
-         if "params_count" in best.user_attrs else "?"),
-        ("epochs trained", best.user_attrs.get("stopped_epoch", "?")),
+         if TrialAttr.PARAMS_COUNT in best.user_attrs else "?"),
+        ("epochs trained", best.user_attrs.get(TrialAttr.STOPPED_EPOCH, "?")),
     ]
-    hyperparameters = best.user_attrs.get("hyperparameters", best.params)
+    hyperparameters = storage.hyperparameters(best)
     sections = []
     for spec in FIGURES:
         anchor = spec.file.removesuffix(".png")
@@ -425,7 +426,7 @@ def _page(context: _Context, storage_url: str, skipped: dict[str, str]) -> str:
 
 def _predict(study: optuna.Study, best: FrozenTrial, storage_url: str) -> tuple[Any, np.ndarray]:
     """The study's test split, and the best model's predicted class for each example."""
-    splits = tuner.study_splits(study)
+    splits = storage.study_splits(study)
     model = storage.load_trial_model(study, best, storage_url)
     probabilities = model.predict(splits.x_test, batch_size=256, verbose=0)
     return splits, np.argmax(probabilities, axis=-1)
@@ -489,7 +490,7 @@ def write_report(
             best model cannot be loaded, or ``out`` exists (without ``force``, or holding
             something other than a report).
     """
-    tuner.quiet_libraries()
+    quiet_libraries()
     out = Path(out)
     _check_destination(out, force)
     study = storage.load_existing(storage_url, study_name)

@@ -1,17 +1,11 @@
 """The trial runner: one Optuna trial builds the plugin's model, trains it and records it.
 
-Per trial it records on the Optuna trial (user attributes): ``hyperparameters`` (every
-value the model was built with, fixed ones too), ``params_count``, ``device`` (where it
-trained), ``history`` (per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate,
-seconds), ``train_seconds``, ``stopped_epoch``, ``best_epoch``, and for failures
-``fail_reason`` and ``fail_kind``.
+What it records on each trial is listed, and named, by :class:`autodl.storage.TrialAttr`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +19,10 @@ from autodl import recipe
 from autodl.config import TRAINING_SPACE, Space, is_active
 from autodl.datasets import Splits
 from autodl.hyperparameters import OptunaHyperParameters
+from autodl.optimizers import OPTIMIZERS
 from autodl.pipeline import InputPipeline
+from autodl.runtime import training_device
+from autodl.storage import TrialAttr
 
 MONITOR = "val_accuracy"
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -112,40 +109,6 @@ def float32_outputs(model: keras.Model) -> keras.Model:
     return cast
 
 
-@functools.cache
-def training_device() -> str:
-    """Where this process trains: ``GPU:0 (NVIDIA H100 80GB HBM3)``, or ``CPU``.
-
-    The GPU's number is the machine's (from ``CUDA_VISIBLE_DEVICES``, which gives each
-    worker its own), not the process's, which is always 0.
-    """
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "CPU"
-    name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "GPU")
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    return f"GPU:{visible if visible.isdigit() else 0} ({name})"
-
-
-def make_optimizer(
-    name: str,
-    learning_rate: float | keras.optimizers.schedules.LearningRateSchedule,
-    weight_decay: float,
-) -> keras.Optimizer:
-    """The Keras optimizer for the core's ``optimizer`` choice (decoupled weight decay)."""
-    decay = weight_decay or None
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, weight_decay=decay)
-    optimizer_class = {
-        "adam": keras.optimizers.Adam,
-        "rmsprop": keras.optimizers.RMSprop,
-        "adagrad": keras.optimizers.Adagrad,
-    }[name]
-    return optimizer_class(learning_rate, weight_decay=decay)
-
-
 def compile_model(model: keras.Model, training: dict[str, Any], examples: int,
                   epochs: int) -> None:
     """Compile with the core's optimizer, learning-rate schedule and loss.
@@ -158,10 +121,9 @@ def compile_model(model: keras.Model, training: dict[str, Any], examples: int,
     """
     steps_per_epoch = math.ceil(examples / training["batch_size"])
     model.compile(
-        optimizer=make_optimizer(
-            training["optimizer"],
+        optimizer=OPTIMIZERS[training["optimizer"]](
             recipe.learning_rate(training, steps_per_epoch, epochs),
-            training["weight_decay"],
+            training["weight_decay"] or None,
         ),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
@@ -230,8 +192,8 @@ def is_new_best(study: optuna.Study, value: float) -> bool:
 
 
 def _record_failure(trial: optuna.Trial, kind: str, reason: str) -> None:
-    trial.set_user_attr("fail_reason", f"{kind}: {reason}"[:1000])
-    trial.set_user_attr("fail_kind", kind)
+    trial.set_user_attr(TrialAttr.FAIL_REASON, f"{kind}: {reason}"[:1000])
+    trial.set_user_attr(TrialAttr.FAIL_KIND, kind)
 
 
 class TrialRunner:
@@ -304,9 +266,9 @@ class TrialRunner:
         model = build_model(self.hypermodel, hp)
         if self.policy != "float32":
             model = float32_outputs(model)
-        trial.set_user_attr("hyperparameters", dict(hp.values))
-        trial.set_user_attr("params_count", int(model.count_params()))
-        trial.set_user_attr("device", training_device())
+        trial.set_user_attr(TrialAttr.HYPERPARAMETERS, dict(hp.values))
+        trial.set_user_attr(TrialAttr.PARAMS_COUNT, int(model.count_params()))
+        trial.set_user_attr(TrialAttr.DEVICE, training_device())
         batch_size = training["batch_size"]
         if not owns_compile(self.hypermodel):
             compile_model(model, training, len(self.splits.y_train), self.epochs)
@@ -341,16 +303,16 @@ class TrialRunner:
                 shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a dataset
             )
         finally:
-            trial.set_user_attr("history", monitor.history)
-            trial.set_user_attr("train_seconds", round(time.perf_counter() - start, 3))
-            trial.set_user_attr("stopped_epoch", len(monitor.history))
+            trial.set_user_attr(TrialAttr.HISTORY, monitor.history)
+            trial.set_user_attr(TrialAttr.TRAIN_SECONDS, round(time.perf_counter() - start, 3))
+            trial.set_user_attr(TrialAttr.STOPPED_EPOCH, len(monitor.history))
         if monitor.failure:
             raise TrialFailed(monitor.failure, kind="diverged")
         if monitor.pruned_at:
             raise optuna.TrialPruned(f"pruned at epoch {monitor.pruned_at}")
         scores = [record[MONITOR] for record in monitor.history]
         value = max(scores)
-        trial.set_user_attr("best_epoch", scores.index(value) + 1)
+        trial.set_user_attr(TrialAttr.BEST_EPOCH, scores.index(value) + 1)
         if is_new_best(trial.study, value):
             self.save_model(trial, model)
         return value

@@ -10,9 +10,7 @@ from __future__ import annotations
 import gc
 import re
 import time
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import keras
@@ -21,14 +19,17 @@ import optuna
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
-from autodl import __version__, registry
-from autodl import study as storage
-from autodl._imports import try_import
+from autodl import registry, storage
 from autodl.config import TRAINING_SPACE, Space, TuneConfig, describe_conditions
 from autodl.datasets import Splits, load_dataset, make_splits
-from autodl.errors import AutodlError
+from autodl.errors import AutodlError, choose
 from autodl.hyperparameters import declared_conditions
+from autodl.pruners import PRUNERS
+from autodl.runtime import quiet_libraries
+from autodl.samplers import SAMPLERS
+from autodl.storage import TrialAttr
 from autodl.trial import EpochListener, TrialRunner, dry_build
+from autodl.workers import run_in_workers
 
 FAILURE_STREAK = 3
 #: Trials between full garbage collections (each costs about 0.25 s with TensorFlow loaded).
@@ -51,18 +52,18 @@ class TrialResult:
     def from_frozen(cls, trial: FrozenTrial) -> TrialResult:
         """Read a trial back from the storage."""
         attrs = trial.user_attrs
-        reason = attrs.get("fail_reason")
+        reason = attrs.get(TrialAttr.FAIL_REASON)
         if trial.state == TrialState.FAIL and reason is None:
             reason = "no heartbeat: the process running it stopped"
         if trial.state == TrialState.PRUNED:
-            reason = f"pruned at epoch {attrs.get('stopped_epoch', '?')}"
+            reason = f"pruned at epoch {attrs.get(TrialAttr.STOPPED_EPOCH, '?')}"
         return cls(
             number=trial.number,
             state=trial.state.name,
             value=trial.value,
-            epochs=attrs.get("stopped_epoch", 0),
-            seconds=attrs.get("train_seconds"),
-            hyperparameters=attrs.get("hyperparameters", trial.params),
+            epochs=attrs.get(TrialAttr.STOPPED_EPOCH, 0),
+            seconds=attrs.get(TrialAttr.TRAIN_SECONDS),
+            hyperparameters=storage.hyperparameters(trial),
             reason=reason,
         )
 
@@ -108,12 +109,12 @@ class _FailureStreak:
         if trial.state != TrialState.FAIL:
             self.kinds.clear()
             return
-        self.kinds.append(trial.user_attrs.get("fail_kind", "error"))
+        self.kinds.append(trial.user_attrs.get(TrialAttr.FAIL_KIND, "error"))
         last = self.kinds[-self.limit:]
         if len(last) == self.limit and len(set(last)) == 1:
             self.reason = (
                 f"stopped after {self.limit} failed trials in a row ({last[0]}); last: "
-                f"{trial.user_attrs.get('fail_reason', 'no reason recorded')}"
+                f"{trial.user_attrs.get(TrialAttr.FAIL_REASON, 'no reason recorded')}"
             )
             study.stop()
 
@@ -131,12 +132,6 @@ def _best(study: optuna.Study) -> FrozenTrial | None:
         return None
 
 
-def quiet_libraries() -> None:
-    """Keep Optuna's per-trial logging and warnings out of the progress display."""
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
 _DOWNLOAD_FAILURE = re.compile(r"URL fetch failure on (\S+):")
 
 
@@ -152,22 +147,6 @@ def build_problem(error: Exception) -> str:
             "file in Keras's cache, ~/.keras/models"
         )
     return f"{type(error).__name__}: {message}"
-
-
-def setup_devices() -> list[str]:
-    """Start the TensorFlow runtime; every GPU grows its memory as needed instead of taking all.
-
-    Returns:
-        The names of the GPUs found (empty on a CPU-only machine).
-    """
-    import tensorflow as tf
-
-    # Retracing notices: every trial builds a new model, so retracing is expected.
-    tf.get_logger().setLevel("ERROR")
-    gpus = tf.config.list_physical_devices("GPU")
-    for gpu in gpus:
-        tf.config.experimental.set_memory_growth(gpu, True)
-    return [gpu.name for gpu in gpus]
 
 
 def make_hypermodel(config: TuneConfig, splits: Splits) -> Any:
@@ -192,8 +171,7 @@ def prepare_task(config: TuneConfig) -> tuple[Any, Splits]:
 
 def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
     """Validate everything that can be checked without touching the storage."""
-    if config.sampler == "gp":
-        try_import("torch", "gp", "the gp sampler")
+    make_sampler(config, 0)  # a missing optional dependency (gp: torch) is said now
     storage.check_storage_url(config.storage)
     hypermodel, splits = prepare_task(config)
     try:
@@ -211,41 +189,6 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
     for name in config.space.overrides.keys() & declared.keys():  # a bad value is refused now
         config.space.resolve(name, declared[name])
     return hypermodel, splits
-
-
-#: The study facts that decide its data splits.
-SPLIT_FACTS = ("dataset", "image_size", "val_split", "test_split", "max_samples", "split_seed")
-
-
-def study_splits(study: optuna.Study) -> Splits:
-    """Rebuild the exact data splits a study was tuned on, from the facts it recorded.
-
-    Raises:
-        AutodlError: If the study does not record them (it was tuned by an older autodl,
-            or not by autodl), or its dataset cannot be loaded.
-    """
-    facts = study.user_attrs.get(storage.FACTS_KEY) or {}
-    missing = [key for key in SPLIT_FACTS if key not in facts]
-    if missing:
-        raise AutodlError(
-            f"study {study.study_name!r} does not record how its data was split (no "
-            f"{', '.join(missing)}): it was tuned by an older autodl, or not by autodl"
-        )
-    try:
-        dataset = load_dataset(facts["dataset"], facts["image_size"])
-    except AutodlError as error:
-        kind, colon, path = facts["dataset"].partition(":")
-        hint = (f" ({kind}:{path} is relative to the folder `autodl tune` ran in)"
-                if colon and not Path(path).is_absolute() else "")
-        raise AutodlError(f"cannot rebuild the data of study {study.study_name!r}: "
-                          f"{error}{hint}") from None
-    return make_splits(
-        dataset,
-        val_split=facts["val_split"],
-        test_split=facts["test_split"],
-        max_samples=facts["max_samples"],
-        seed=facts["split_seed"],
-    )
 
 
 def _evaluate_best(
@@ -267,43 +210,25 @@ def _evaluate_best(
     model = keras.models.load_model(path, safe_mode=True)  # no code from model files
     probabilities = model.predict(splits.x_test, batch_size=256, verbose=0)
     accuracy = float(np.mean(np.argmax(probabilities, axis=-1) == splits.y_test))
-    study.set_user_attr("test", {"trial": best.number, "accuracy": accuracy})
+    storage.record_test_accuracy(study, best.number, accuracy)
     return accuracy, str(path), int(model.count_params())
 
 
-def _facts(config: TuneConfig, splits: Splits) -> dict[str, Any]:
-    """What the study records it was run with: enough to rebuild its data splits."""
-    return {
-        "arch": config.arch,
-        "dataset": config.dataset,
-        "space": config.space.describe(),
-        "epochs": config.epochs,
-        "autodl_version": __version__,
-        "val_split": config.val_split,
-        "test_split": config.test_split,
-        "max_samples": config.max_samples,
-        "image_size": config.image_size,
-        "split_seed": config.seed or 0,
-        "weights": config.weights,
-        "artifacts": str(storage.artifact_dir(config.storage, config.artifacts).resolve()),
-        "input_shape": list(splits.input_shape),
-        "class_names": splits.class_names,
-        "mixed_precision": config.mixed_precision,
-        "tensorboard": config.tensorboard and str(Path(config.tensorboard).resolve()),
-    }
+def make_sampler(config: TuneConfig, worker: int) -> optuna.samplers.BaseSampler:
+    """The ``--sampler`` for one worker.
 
-
-def _worker_seed(config: TuneConfig, worker: int) -> int | None:
-    """Each worker's sampler gets its own seed, or workers would suggest the same values."""
-    return None if config.seed is None else config.seed + 1000 * worker
+    Each worker's sampler gets its own seed, or workers would suggest the same values.
+    """
+    seed = None if config.seed is None else config.seed + 1000 * worker
+    return choose(SAMPLERS, config.sampler, "sampler")(seed)
 
 
 def _load_study(config: TuneConfig, worker: int = 0) -> optuna.Study:
     return optuna.load_study(
         study_name=config.study_name,
         storage=storage.open_storage(config.storage, config.heartbeat),
-        sampler=storage.make_sampler(config.sampler, _worker_seed(config, worker)),
-        pruner=storage.make_pruner(config.pruner, config.epochs),
+        sampler=make_sampler(config, worker),
+        pruner=choose(PRUNERS, config.pruner, "pruner")(config.epochs),
     )
 
 
@@ -369,7 +294,7 @@ def work(config: TuneConfig, worker: int, listener: TuneListener) -> str | None:
     """One worker process's share of a study that ``tune`` has checked and opened."""
     quiet_libraries()
     study = _load_study(config, worker)
-    splits = study_splits(study)
+    splits = storage.study_splits(study)
     return run_trials(study, make_hypermodel(config, splits), splits, config, listener)
 
 
@@ -388,19 +313,19 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     """
     quiet_libraries()
     hypermodel, splits = _check_and_prepare(config)
-    facts = _facts(config, splits)
+    facts = storage.study_facts(config, splits)
     study = storage.open_study(
         storage.open_storage(config.storage, config.heartbeat),
         config.study_name,
         facts,
-        storage.make_sampler(config.sampler, _worker_seed(config, 0)),
-        storage.make_pruner(config.pruner, config.epochs),
+        make_sampler(config, 0),
+        choose(PRUNERS, config.pruner, "pruner")(config.epochs),
     )
     recorded = study.user_attrs[storage.FACTS_KEY]
     # Joining a study (another machine, a later run): its trials must all see the same
     # data, so the study's recorded split wins over this command's options.
-    if any(recorded.get(key) != facts[key] for key in SPLIT_FACTS):
-        splits = study_splits(study)
+    if any(recorded.get(key) != facts[key] for key in storage.SPLIT_FACTS):
+        splits = storage.study_splits(study)
         hypermodel = make_hypermodel(config, splits)
     finished = storage.finished_trials(study)
     listener.started(study.study_name, config.storage, splits.describe(), finished, config.trials)
@@ -410,9 +335,7 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     if finished < config.trials:
         try:
             if config.workers > 1:
-                from autodl.workers import run_in_workers
-
-                stop_reason = run_in_workers(config, listener)
+                stop_reason = run_in_workers(work, config, listener)
             else:
                 stop_reason = run_trials(study, hypermodel, splits, config, listener)
         except KeyboardInterrupt:  # the running trials are already marked FAIL, "interrupted"

@@ -10,12 +10,17 @@ parent, which prints it.
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
+from collections.abc import Callable
 from typing import Any
 
 from autodl._imports import native_stderr_hidden
 from autodl.config import TuneConfig
+from autodl.runtime import gpu_count, setup_devices, share_machine
+
+#: A worker's share of the study: ``work(config, worker, listener)`` returns why it
+#: stopped early, if it did. It must be a module-level function (it is pickled by name).
+Work = Callable[[TuneConfig, int, Any], "str | None"]
 
 
 class _QueueListener:
@@ -31,27 +36,10 @@ class _QueueListener:
         self.events.put(("trial", (result, best)))
 
 
-def share_machine(workers: int, worker: int, gpus: int) -> None:
-    """Give this process, one of ``workers``, its share of the CPU threads or its own GPU.
-
-    Call it before TensorFlow starts.
-    """
-    if gpus > 1:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(worker % gpus)
-    with native_stderr_hidden():
-        import tensorflow as tf
-
-        threads = max(1, (os.cpu_count() or 1) // workers)
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-
-
-def _work(config: TuneConfig, worker: int, gpus: int, events: Any) -> None:
+def _work(work: Work, config: TuneConfig, worker: int, gpus: int, events: Any) -> None:
     """A worker process's body."""
     share_machine(config.workers, worker, gpus)
     with native_stderr_hidden():
-        from autodl.tuner import setup_devices, work
-
         setup_devices()
     try:
         reason = work(config, worker, _QueueListener(events))
@@ -61,19 +49,22 @@ def _work(config: TuneConfig, worker: int, gpus: int, events: Any) -> None:
         events.put(("stopped", f"worker {worker}: {reason}"))
 
 
-def run_in_workers(config: TuneConfig, listener: Any) -> str | None:
+def run_in_workers(work: Work, config: TuneConfig, listener: Any) -> str | None:
     """Run ``config.workers`` worker processes on the study and relay their progress.
+
+    Args:
+        work: What each worker runs (the orchestrator's trial loop).
+        config: The study's validated configuration.
+        listener: Told about every worker's progress.
 
     Returns:
         Why workers stopped before the study was complete, if any did.
     """
-    import tensorflow as tf
-
-    gpus = len(tf.config.list_physical_devices("GPU"))
+    gpus = gpu_count()
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     processes = [
-        context.Process(target=_work, args=(config, worker, gpus, events),
+        context.Process(target=_work, args=(work, config, worker, gpus, events),
                         name=f"autodl-worker-{worker}")
         for worker in range(config.workers)
     ]

@@ -18,7 +18,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 from _common import Quiet, current_rss_mib, machine, peak_rss_mib  # noqa: E402
 
 from autodl.config import TuneConfig  # noqa: E402
-from autodl.tuner import setup_devices, tune  # noqa: E402
+from autodl.runtime import setup_devices  # noqa: E402
+from autodl.tuner import tune  # noqa: E402
 
 
 def main() -> None:

@@ -28,7 +28,8 @@ from _common import Quiet, machine  # noqa: E402
 
 from autodl.config import Fixed, Space, TuneConfig  # noqa: E402
 from autodl.datasets import load_dataset, make_splits  # noqa: E402
-from autodl.tuner import setup_devices, tune  # noqa: E402
+from autodl.runtime import setup_devices  # noqa: E402
+from autodl.tuner import tune  # noqa: E402
 
 FIXED = {"learning_rate": 1e-3, "batch_size": 32, "optimizer": "adam", "weight_decay": 0.0,
          "depth": 2, "units": 256, "activation": "relu", "dropout": 0.2}

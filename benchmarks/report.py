@@ -40,7 +40,8 @@ from optuna.trial import TrialState  # noqa: E402
 
 from autodl import report  # noqa: E402
 from autodl.config import TRAINING_SPACE, TuneConfig  # noqa: E402
-from autodl.tuner import setup_devices, tune  # noqa: E402
+from autodl.runtime import setup_devices  # noqa: E402
+from autodl.tuner import tune  # noqa: E402
 
 STUDY = "report-bench"
 EPOCHS = 10

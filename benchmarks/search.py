@@ -94,11 +94,11 @@ class EpochClock:
 
 def compile_like_autodl(model, values: dict) -> None:
     """Compile as autodl's trial runner does, from the core's training hyperparameters."""
-    from autodl.trial import make_optimizer
+    from autodl.optimizers import OPTIMIZERS
 
     model.compile(
-        optimizer=make_optimizer(values["optimizer"], values["learning_rate"],
-                                 values["weight_decay"]),
+        optimizer=OPTIMIZERS[values["optimizer"]](values["learning_rate"],
+                                                  values["weight_decay"] or None),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -263,7 +263,8 @@ def run_column(column: str, seed: int, args: argparse.Namespace) -> dict:
     """One column's search for one seed, in this process."""
     import keras
 
-    from autodl.tuner import prepare_task, setup_devices
+    from autodl.runtime import setup_devices
+    from autodl.tuner import prepare_task
 
     setup_devices()
     keras.utils.set_random_seed(seed)

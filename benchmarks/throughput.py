@@ -65,10 +65,10 @@ class CallTimer:
 def _worker(config: TuneConfig, index: int, workers: int, shares: multiprocessing.Queue) -> None:
     """One `autodl tune` process on the shared study; puts its storage+sampling share."""
     from autodl import tuner
-    from autodl.workers import share_machine
+    from autodl.runtime import setup_devices, share_machine
 
     share_machine(workers, index, gpus=0)
-    tuner.setup_devices()
+    setup_devices()
     timer = CallTimer()
     for name in dir(optuna.storages.BaseStorage):
         if not name.startswith("_") and callable(getattr(optuna.storages.RDBStorage, name)):

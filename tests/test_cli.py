@@ -291,7 +291,7 @@ def test_the_guide_preset_runs_the_guides_network(in_tmp, tiny_npz):
 def test_tensorboard_and_mixed_precision_from_the_command_line(in_tmp, tiny_npz):
     import keras
 
-    from autodl.trial import training_device
+    from autodl.runtime import training_device
 
     try:
         assert main(tune_args(f"npz:{tiny_npz}", "--study", "tb", "--tensorboard", "logs",

@@ -16,7 +16,7 @@ from test_cli import assert_refused
 
 import autodl.dashboard
 from autodl.cli import main
-from autodl.study import artifact_dir
+from autodl.storage import artifact_dir
 
 IN_CI = os.environ.get("CI") == "true"
 

@@ -62,7 +62,7 @@ def reference(tiny_study):
     """The tiny study, its test split and its stored best model's predictions on it."""
     import keras
 
-    from autodl.tuner import study_splits
+    from autodl.storage import study_splits
 
     folder, storage, name = tiny_study
     study = optuna.load_study(study_name=name, storage=storage)

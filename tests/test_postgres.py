@@ -215,7 +215,7 @@ def test_workers_finishing_together_stop_at_the_total(lockstep_url, monkeypatch)
     one worker may start the fourth."""
     from autodl import tuner
     from autodl.config import TuneConfig
-    from autodl.study import open_storage
+    from autodl.storage import open_storage
 
     monkeypatch.setattr(tuner, "TrialRunner", _SameLengthTrials)
     config = TuneConfig(arch="mlp", trials=4, storage=lockstep_url, study="lockstep")

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from conftest import tune_args
 
-from autodl import study as storage
+from autodl import storage
 from autodl.errors import AutodlError
 
 STORAGE = "sqlite:///studies/autodl.db"
@@ -132,7 +132,7 @@ def test_a_joining_run_uses_the_studys_recorded_split(in_tmp, tiny_npz, monkeypa
     # Another machine, or a later run, with another seed and validation fraction.
     assert main(tune_args(data, "--study", "j", "--seed", "7", "--val-split", "0.3",
                           trials=2)) == 0
-    recorded = tuner.study_splits(storage.load_existing(STORAGE, "j"))
+    recorded = storage.study_splits(storage.load_existing(STORAGE, "j"))
     assert len(used) == 1
     assert (used[0].x_val == recorded.x_val).all() and len(used[0].x_val) == len(recorded.x_val)
     facts = storage.load_existing(STORAGE, "j").user_attrs[storage.FACTS_KEY]

@@ -1,8 +1,11 @@
-"""Study storage: the Optuna storage, the study's recorded facts, and the best model.
+"""Study storage: the Optuna storage, what autodl records on studies and trials, and models.
 
 Everything lives in Optuna's own machinery: an ``RDBStorage`` (SQLite by default,
 PostgreSQL or MySQL by URL) for trials and study facts, and a
 ``FileSystemArtifactStore`` for model files, which optuna-dashboard can show.
+
+Every command reads studies through this module: the names of what autodl records
+(:data:`FACTS_KEY`, :data:`TEST_KEY`, :class:`TrialAttr`) are defined here and only here.
 """
 
 from __future__ import annotations
@@ -21,14 +24,51 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import TrialState
 
-from autodl.config import DEFAULT_STORAGE
+from autodl import __version__
+from autodl.config import DEFAULT_STORAGE, TuneConfig
+from autodl.datasets import Splits, load_dataset, make_splits
 from autodl.errors import AutodlError
 
 if TYPE_CHECKING:
     import keras
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+#: The study attribute holding what the study was tuned with (see :func:`study_facts`).
 FACTS_KEY = "autodl"
+#: The study attribute holding the best model's test accuracy: ``{"trial", "accuracy"}``.
+TEST_KEY = "test"
+#: The study facts that decide its data splits.
+SPLIT_FACTS = ("dataset", "image_size", "val_split", "test_split", "max_samples", "split_seed")
+
+
+class TrialAttr:
+    """The names of what the trial runner records on each trial (Optuna user attributes)."""
+
+    #: Every value the model was built with, fixed ones too.
+    HYPERPARAMETERS = "hyperparameters"
+    #: The model's parameter count.
+    PARAMS_COUNT = "params_count"
+    #: Where it trained: ``CPU`` or ``GPU:N (name)``.
+    DEVICE = "device"
+    #: Per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate, seconds.
+    HISTORY = "history"
+    #: Seconds spent in ``fit``.
+    TRAIN_SECONDS = "train_seconds"
+    #: Epochs trained.
+    STOPPED_EPOCH = "stopped_epoch"
+    #: The epoch of the best validation accuracy (a completed trial's value).
+    BEST_EPOCH = "best_epoch"
+    #: Why a failed trial failed, in words.
+    FAIL_REASON = "fail_reason"
+    #: The kind of failure (``diverged``, ``interrupted``, an exception's name).
+    FAIL_KIND = "fail_kind"
+    #: The id of the trial's model in the artifact store.
+    MODEL_ARTIFACT = "model_artifact_id"
+
+
+def hyperparameters(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """Every value a trial's model was built with (its Optuna params if not recorded)."""
+    return trial.user_attrs.get(TrialAttr.HYPERPARAMETERS, trial.params)
 _BACKENDS = ("sqlite", "postgresql", "mysql")
 
 
@@ -184,7 +224,7 @@ def artifact_dir(url: str, artifacts: str | None = None) -> Path:
 
 def study_artifact_dir(study: optuna.Study, url: str) -> Path:
     """Where a study's models are: the folder it recorded, if this machine has it."""
-    recorded = study.user_attrs.get(FACTS_KEY, {}).get("artifacts")
+    recorded = recorded_facts(study).get("artifacts")
     if recorded and Path(recorded).is_dir():
         return Path(recorded)
     return artifact_dir(url)
@@ -193,29 +233,6 @@ def study_artifact_dir(study: optuna.Study, url: str) -> Path:
 def best_model_path(url: str, study_name: str) -> Path:
     """The stable path of a study's final best model file."""
     return artifact_dir(url).parent / "models" / f"{study_name}.keras"
-
-
-def make_sampler(name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler for ``--sampler``."""
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    # Multivariate grouped TPE models the conditional parameters (e.g. weight decay on/off).
-    return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
-
-
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """The Optuna pruner for ``--pruner``; a trial's resource is its epoch count."""
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
-    if name == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
-    return optuna.pruners.NopPruner()
 
 
 def open_study(
@@ -246,6 +263,83 @@ def open_study(
                 f"{facts[key]!r}; continue it with that {key}, or pass --study NEW_NAME"
             )
     return study
+
+
+def study_facts(config: TuneConfig, splits: Splits) -> dict[str, Any]:
+    """What a study records it was tuned with: enough to rebuild its data and models."""
+    return {
+        "arch": config.arch,
+        "dataset": config.dataset,
+        "space": config.space.describe(),
+        "epochs": config.epochs,
+        "autodl_version": __version__,
+        "val_split": config.val_split,
+        "test_split": config.test_split,
+        "max_samples": config.max_samples,
+        "image_size": config.image_size,
+        "split_seed": config.seed or 0,
+        "weights": config.weights,
+        "artifacts": str(artifact_dir(config.storage, config.artifacts).resolve()),
+        "input_shape": list(splits.input_shape),
+        "class_names": splits.class_names,
+        "mixed_precision": config.mixed_precision,
+        "tensorboard": config.tensorboard and str(Path(config.tensorboard).resolve()),
+    }
+
+
+def recorded_facts(study: optuna.Study, needed: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The facts a study recorded (:func:`study_facts`).
+
+    Args:
+        study: The study.
+        needed: Facts the caller cannot do without.
+
+    Raises:
+        AutodlError: If one of ``needed`` is not recorded (the study was tuned by an
+            older autodl, or not by autodl).
+    """
+    facts = study.user_attrs.get(FACTS_KEY) or {}
+    missing = [key for key in needed if key not in facts]
+    if missing:
+        raise AutodlError(
+            f"study {study.study_name!r} does not record {', '.join(missing)}: it was tuned "
+            "by an older autodl, or not by autodl; tune a new study"
+        )
+    return facts
+
+
+def study_splits(study: optuna.Study) -> Splits:
+    """Rebuild the exact data splits a study was tuned on, from the facts it recorded.
+
+    Raises:
+        AutodlError: If the study does not record them, or its dataset cannot be loaded.
+    """
+    facts = recorded_facts(study, SPLIT_FACTS)
+    try:
+        dataset = load_dataset(facts["dataset"], facts["image_size"])
+    except AutodlError as error:
+        kind, colon, path = facts["dataset"].partition(":")
+        hint = (f" ({kind}:{path} is relative to the folder `autodl tune` ran in)"
+                if colon and not Path(path).is_absolute() else "")
+        raise AutodlError(f"cannot rebuild the data of study {study.study_name!r}: "
+                          f"{error}{hint}") from None
+    return make_splits(
+        dataset,
+        val_split=facts["val_split"],
+        test_split=facts["test_split"],
+        max_samples=facts["max_samples"],
+        seed=facts["split_seed"],
+    )
+
+
+def record_test_accuracy(study: optuna.Study, trial_number: int, accuracy: float) -> None:
+    """Record the best model's accuracy on the test split."""
+    study.set_user_attr(TEST_KEY, {"trial": trial_number, "accuracy": accuracy})
+
+
+def recorded_test(study: optuna.Study) -> dict[str, Any] | None:
+    """The recorded ``{"trial", "accuracy"}`` of the best model on the test split, if any."""
+    return study.user_attrs.get(TEST_KEY)
 
 
 def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
@@ -323,8 +417,6 @@ class ModelStore:
         directory: The artifact folder (created if missing).
     """
 
-    ARTIFACT_ATTR = "model_artifact_id"
-
     def __init__(self, directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
@@ -338,7 +430,7 @@ class ModelStore:
             artifact_id = upload_artifact(
                 artifact_store=self.store, file_path=str(path), study_or_trial=trial
             )
-        trial.set_user_attr(self.ARTIFACT_ATTR, artifact_id)
+        trial.set_user_attr(TrialAttr.MODEL_ARTIFACT, artifact_id)
 
     def download(self, trial: optuna.trial.FrozenTrial, path: Path) -> Path:
         """Write the trial's model to ``path`` (a ``.keras`` file), atomically.
@@ -346,7 +438,7 @@ class ModelStore:
         Raises:
             AutodlError: If the trial has no stored model.
         """
-        artifact_id = trial.user_attrs.get(self.ARTIFACT_ATTR)
+        artifact_id = trial.user_attrs.get(TrialAttr.MODEL_ARTIFACT)
         if artifact_id is None:
             raise AutodlError(f"trial {trial.number} has no stored model")
         path.parent.mkdir(parents=True, exist_ok=True)

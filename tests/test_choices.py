@@ -1,0 +1,46 @@
+"""Named choices: samplers and pruners come from one table each; an unknown name is an error."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from autodl.cli import main
+from autodl.config import TuneConfig
+from autodl.errors import AutodlError, choose
+from autodl.pruners import PRUNERS
+from autodl.samplers import SAMPLERS
+
+
+def test_every_sampler_and_pruner_name_makes_one():
+    for name, make in SAMPLERS.items():
+        try:
+            sampler = make(0)
+        except AutodlError as error:  # gp without its optional dependency
+            assert name == "gp" and "pip install 'autodl[gp]'" in str(error)
+            continue
+        assert isinstance(sampler, optuna.samplers.BaseSampler), name
+    for name, make in PRUNERS.items():
+        assert isinstance(make(10), optuna.pruners.BasePruner), name
+    assert isinstance(PRUNERS["hyperband"](10), optuna.pruners.HyperbandPruner)
+    assert isinstance(SAMPLERS["random"](0), optuna.samplers.RandomSampler)
+
+
+def test_defaults_are_the_tables_first_entries():
+    config = TuneConfig(arch="cnn")
+    assert (config.sampler, config.pruner) == ("tpe", "sha")
+
+
+def test_an_unknown_name_is_an_error_listing_the_table():
+    with pytest.raises(AutodlError, match="unknown pruner 'asha'; choose from sha, hyperband"):
+        choose(PRUNERS, "asha", "pruner")
+
+
+@pytest.mark.parametrize("option", ["--sampler", "--pruner"])
+def test_cli_refuses_an_unknown_name(option, capsys, tmp_path):
+    code = main(["tune", "--arch", "mlp", option, "nope",
+                 "--storage", f"sqlite:///{tmp_path}/s.db"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "nope" in err and "choose from" in err
+    assert not (tmp_path / "s.db").exists()
