@@ -1,14 +1,16 @@
 """Export a study's best model for serving: Keras, TensorFlow SavedModel, TFLite or ONNX.
 
-An export is a folder holding the model file(s) and ``manifest.json``, which says what
+An export is a folder holding the model file(s) and ``manifest.json``, or a model file
+written on its own with its manifest beside it (``model.onnx`` and
+``model.onnx.manifest.json``): see :func:`export_study`. The manifest says what
 the model is (study, trial, hyperparameters, accuracies), what it takes (input shape,
 dtype, and how to turn an image or an array into an input: see
 :func:`describe_preprocessing`), its class names, and the library versions. Before the
-folder appears, the written model is loaded back with its format's own runtime and its
+export appears, the written model is loaded back with its format's own runtime and its
 predictions on the study's test split are compared with the stored model's; a
-difference above the format's tolerance is an error. The folder is written under a
-temporary name beside its destination and renamed at the end, so an export either
-exists whole or not at all.
+difference above the format's tolerance is an error. The export is written in a
+temporary folder beside its destination and renamed at the end, so a failed export
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from autodl import __version__, registry, storage
 from autodl._imports import native_stderr_hidden, try_import
 from autodl.config import DEFAULT_STORAGE, Fixed, Space
 from autodl.datasets import Splits
-from autodl.errors import AutodlError
+from autodl.errors import AutodlError, choose
 from autodl.hyperparameters import OptunaHyperParameters
 from autodl.storage import TrialAttr
 from autodl.trial import (
@@ -48,6 +50,8 @@ from autodl.trial import (
 )
 
 MANIFEST = "manifest.json"
+#: Added to a model file's name for the manifest beside it: ``model.keras.manifest.json``.
+MANIFEST_SUFFIX = ".manifest.json"
 #: Examples per call of a runtime, so large test splits and inputs stay in memory.
 BATCH = 256
 #: The PIL mode images are converted to, by the channel count of the model's input.
@@ -201,6 +205,11 @@ class ModelFormat:
     converter_modules: tuple[str, ...] = ()
     runtime_modules: tuple[str, ...] = ()
 
+    @property
+    def suffix(self) -> str:
+        """The model file's suffix, e.g. ``.onnx``; empty for a format written as a folder."""
+        return Path(self.filename).suffix
+
     def require(self, converter: bool = True) -> None:
         """Check the modules this format needs are installed.
 
@@ -247,15 +256,30 @@ FORMATS: dict[str, ModelFormat] = {
 }
 
 
-def get_format(name: str) -> ModelFormat:
-    """The format called ``name``.
+#: The format of ``--out`` names without a model suffix.
+DEFAULT_FORMAT = "keras"
+
+
+def manifest_beside(model_file: Path) -> Path:
+    """The manifest of a model file exported on its own: ``model.keras.manifest.json``."""
+    return model_file.with_name(model_file.name + MANIFEST_SUFFIX)
+
+
+def _choose_format(name: str | None, out: Path) -> ModelFormat:
+    """The format called ``name``; by default the one whose suffix ``out`` ends in.
 
     Raises:
-        AutodlError: If there is no such format.
+        AutodlError: For an unknown name, or an ``out`` named like another format's file.
     """
-    if name not in FORMATS:
-        raise AutodlError(f"unknown format {name!r}; choose from {', '.join(FORMATS)}")
-    return FORMATS[name]
+    implied = next((f for f in FORMATS.values() if f.suffix and out.suffix == f.suffix), None)
+    if name is None:
+        return implied or FORMATS[DEFAULT_FORMAT]
+    chosen = choose(FORMATS, name, "format")
+    if implied is not None and implied is not chosen:
+        raise AutodlError(f"--out {out.name} ends in {out.suffix}, the suffix of the "
+                          f"{implied.name} format, not {chosen.name}'s; give --format "
+                          f"{implied.name}, or another --out")
+    return chosen
 
 
 def _value_range(x: np.ndarray) -> tuple[float, float]:
@@ -372,15 +396,22 @@ def retrain(study: optuna.Study, trial: optuna.trial.FrozenTrial, splits: Splits
     return Retrained(model, int(epochs), len(y), seed, records)
 
 
-def _check_destination(out: Path, force: bool) -> None:
+def _check_destination(out: Path, force: bool, as_file: bool) -> None:
+    """Refuse an ``out`` that exists, unless ``force`` and it is an earlier export."""
     if not out.parent.is_dir():
         raise AutodlError(f"folder does not exist: {out.parent}")
-    if not out.exists() and not out.is_symlink():
+    paths = (out, manifest_beside(out)) if as_file else (out,)
+    taken = [path for path in paths if path.exists() or path.is_symlink()]
+    if not taken:
         return
     if not force:
-        raise AutodlError(f"{out} exists; pass --force to replace it")
-    is_export = out.is_dir() and not out.is_symlink() and (out / MANIFEST).is_file()
-    if not (is_export or (out.is_dir() and not any(out.iterdir()))):
+        raise AutodlError(f"{taken[0]} exists; pass --force to replace it")
+    if as_file:  # a manifest beside it says autodl wrote it
+        is_export = paths[1].is_file() and not out.is_dir() and not out.is_symlink()
+    else:
+        is_export = out.is_dir() and not out.is_symlink() and (
+            (out / MANIFEST).is_file() or not any(out.iterdir()))
+    if not is_export:
         raise AutodlError(f"{out} exists and is not an autodl export; not replacing it")
 
 
@@ -392,12 +423,20 @@ def _new_folder_beside(out: Path, kind: str) -> Path:
 
 
 @contextlib.contextmanager
-def _staging(out: Path) -> Iterator[Path]:
-    """A temporary folder beside ``out``, renamed to ``out`` if the block succeeds."""
+def _staging(out: Path, as_file: bool) -> Iterator[Path]:
+    """A temporary folder beside ``out``, whose export takes its place if the block succeeds.
+
+    A folder export is the folder, renamed to ``out``. A file export is the model file
+    ``out.name`` and its manifest, moved beside ``out``: the manifest last, so that a
+    manifest always has its whole model.
+    """
     staging = _new_folder_beside(out, "partial")
     try:
         yield staging
-        if out.exists():  # checked and allowed by _check_destination
+        if as_file:
+            for path in (out, manifest_beside(out)):
+                os.replace(staging / path.name, path)
+        elif out.exists():  # checked and allowed by _check_destination
             old = _new_folder_beside(out, "old")
             os.replace(out, old / out.name)
             os.replace(staging, out)
@@ -446,17 +485,17 @@ def verify(model_format: ModelFormat, path: Path, x: np.ndarray,
 
 @dataclass
 class ExportResult:
-    """A finished export: its folder, model file and manifest."""
+    """A finished export: its model file (or SavedModel folder), manifest file and manifest."""
 
-    folder: Path
     model_file: Path
+    manifest_file: Path
     manifest: dict[str, Any]
 
 
 def export_study(
     study_name: str,
     out: str | Path,
-    format: str = "keras",
+    format: str | None = None,
     storage_url: str = DEFAULT_STORAGE,
     retrain_model: bool = False,
     force: bool = False,
@@ -466,8 +505,12 @@ def export_study(
 
     Args:
         study_name: The study.
-        out: The export folder to create.
-        format: ``keras``, ``savedmodel``, ``tflite`` or ``onnx``.
+        out: The export to create: a folder, which gets the model and ``manifest.json``;
+            or, if its name ends in the format's suffix (``.keras``, ``.tflite``,
+            ``.onnx``), the model file itself, with its manifest beside it
+            (:func:`manifest_beside`).
+        format: A name in :data:`FORMATS`; by default the format whose suffix ``out``
+            ends in, else ``keras``.
         storage_url: The study's Optuna storage.
         retrain_model: Train the best configuration again on training + validation data
             for the best trial's epoch count, instead of exporting its stored model.
@@ -475,16 +518,18 @@ def export_study(
         quiet: Hide the converters' own console output.
 
     Returns:
-        The export's folder, model file and manifest.
+        The export's model file, manifest file and manifest.
 
     Raises:
-        AutodlError: For an unknown format or study, a study without a completed trial,
-            an existing ``out``, a missing converter or runtime, or a written model whose
-            predictions differ from the stored model's. Nothing is left at ``out`` then.
+        AutodlError: For an unknown format or study, an ``out`` named like another
+            format's file, a study without a completed trial, an existing ``out``, a
+            missing converter or runtime, or a written model whose predictions differ
+            from the stored model's. Nothing is left at ``out`` then.
     """
-    model_format = get_format(format)
     out = Path(out)
-    _check_destination(out, force)
+    model_format = _choose_format(format, out)
+    as_file = bool(model_format.suffix) and out.suffix == model_format.suffix
+    _check_destination(out, force, as_file)
     model_format.require()
     study = storage.load_existing(storage_url, study_name)
     trial = storage.best_trial(study, "export")
@@ -497,14 +542,16 @@ def export_study(
     else:
         model = storage.load_trial_model(study, trial, storage_url)
     expected = _batched(model.predict_on_batch)(splits.x_test)
-    with _staging(out) as staging:
-        model_file = staging / model_format.filename
+    model_name = out.name if as_file else model_format.filename
+    manifest_name = manifest_beside(out).name if as_file else MANIFEST
+    with _staging(out, as_file) as staging:
+        model_file = staging / model_name
         with native_stderr_hidden(quiet):
             model_format.write(model, model_file)
             probabilities, check = verify(model_format, model_file, splits.x_test, expected)
         manifest = {
             "format": model_format.name,
-            "model": model_format.filename,
+            "model": model_name,  # beside the manifest
             "study": study.study_name,
             "trial": trial.number,
             "arch": facts["arch"],
@@ -525,36 +572,58 @@ def export_study(
             "versions": {"autodl": __version__, **model_format.versions()},
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return ExportResult(out, out / model_format.filename, manifest)
+        (staging / manifest_name).write_text(json.dumps(manifest, indent=2) + "\n",
+                                             encoding="utf-8")
+    home = out.parent if as_file else out
+    return ExportResult(home / model_name, home / manifest_name, manifest)
 
 
 @dataclass
 class ExportedModel:
-    """An export folder, opened for predictions."""
+    """An export, opened for predictions."""
 
-    folder: Path
+    model_file: Path
     manifest: dict[str, Any]
     predict: Predictor
 
 
-def open_export(folder: str | Path) -> ExportedModel:
-    """Open an export folder and load its model with its format's runtime.
+def _find_manifest(path: Path) -> tuple[Path, Path | None]:
+    """The manifest of the export at ``path``, and the model file if ``path`` is one."""
+    if (path / MANIFEST).is_file():  # an export folder
+        return path / MANIFEST, None
+    if manifest_beside(path).is_file():  # a model file exported on its own
+        return manifest_beside(path), path
+    if path.exists() and (path.parent / MANIFEST).is_file():  # a model in an export folder
+        return path.parent / MANIFEST, None
+    if not path.exists():
+        raise AutodlError(f"export not found: {path}")
+    where = (f"no {MANIFEST}" if path.is_dir() else
+             f"no {manifest_beside(path).name} beside it, nor {MANIFEST} in its folder")
+    raise AutodlError(f"{path} is not an autodl export ({where}); make one with `autodl export`")
+
+
+def open_export(path: str | Path) -> ExportedModel:
+    """Open an export and load its model with its format's runtime.
+
+    Args:
+        path: The export's folder, the model file in it, or a model file exported on
+            its own (with its manifest beside it).
 
     Raises:
-        AutodlError: If the folder is not an export, or its format's runtime is missing.
+        AutodlError: If ``path`` is not an export, or its format's runtime is missing.
     """
-    folder = Path(folder)
+    path = Path(path)
+    manifest_file, model_file = _find_manifest(path)
     try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-        model_format = get_format(manifest["format"])
-        model_file = folder / manifest["model"]
-    except FileNotFoundError:
-        raise AutodlError(f"{folder} is not an autodl export (no {MANIFEST}); make one "
-                          "with `autodl export`") from None
+        manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+        model_format = choose(FORMATS, manifest["format"], "format")
+        model_file = model_file or manifest_file.parent / manifest["model"]
     except (OSError, ValueError, KeyError, TypeError, AutodlError) as error:
-        raise AutodlError(f"{folder / MANIFEST} is not a valid export manifest: "
+        raise AutodlError(f"{manifest_file} is not a valid export manifest: "
                           f"{error}") from None
+    if path not in (manifest_file.parent, model_file):
+        raise AutodlError(f"{path} is not the model of the export in {manifest_file.parent} "
+                          f"(that is {model_file.name})")
     if not model_file.exists():
         raise AutodlError(f"{model_file} is missing")
     model_format.require(converter=False)
@@ -562,4 +631,4 @@ def open_export(folder: str | Path) -> ExportedModel:
         predictor = model_format.load(model_file)
     except Exception as error:  # any runtime's refusal of a file it was given
         raise AutodlError(f"cannot load {model_file}: {_first_line(error)}") from None
-    return ExportedModel(folder, manifest, predictor)
+    return ExportedModel(model_file, manifest, predictor)

@@ -116,13 +116,12 @@ def load_arrays(path: Path, manifest: dict[str, Any]) -> np.ndarray:
     return x.astype("float32")
 
 
-def predict_files(
-    model_folder: str | Path, files: list[str], quiet: bool = True
-) -> list[Prediction]:
+def predict_files(export: str | Path, files: list[str], quiet: bool = True) -> list[Prediction]:
     """Classify image files and array files with an exported model.
 
     Args:
-        model_folder: An export folder (holding ``manifest.json``).
+        export: An export made by ``autodl export``: its folder, the model file in it, or
+            a model file exported on its own (with its manifest beside it).
         files: Image files, and ``.npz``/``.npy`` files of arrays.
         quiet: Hide the runtime's own console output.
 
@@ -131,10 +130,10 @@ def predict_files(
         examples are named ``FILE[i]``.
 
     Raises:
-        AutodlError: If the folder is not an export, or a file is missing or unreadable.
+        AutodlError: If ``export`` is not an export, or a file is missing or unreadable.
     """
     with native_stderr_hidden(quiet):
-        model = open_export(model_folder)
+        model = open_export(export)
     manifest = model.manifest
     names: list[str] = []
     inputs: list[np.ndarray] = []

@@ -13,7 +13,11 @@ import optuna
 import pytest
 from conftest import REPO, make_images, tune_args
 
-from autodl.cli import main
+from autodl import cli
+from autodl.cli import build_parser, main
+from autodl.config import DEFAULT_STORAGE
+from autodl.pruners import PRUNERS
+from autodl.samplers import SAMPLERS
 
 STORAGE = "sqlite:///studies/autodl.db"
 
@@ -61,8 +65,10 @@ def test_tiny_study_end_to_end(tiny_study):
 
 def test_summary_names_best_model_and_browse_command(in_tmp, tiny_npz, capsys):
     assert main(tune_args(f"npz:{tiny_npz}", "--study", "s", trials=1)) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "trial    0 COMPLETE" in out
+    assert "\x1b" not in out + captured.err  # not a terminal: no status line
     assert "test accuracy" in out and "best trial" in out
     assert "Model:  studies/models/s.keras" in out
     assert "Browse: autodl dashboard   (or: autodl report s --out DIR)" in out
@@ -148,8 +154,8 @@ def _db_digest(folder: Path) -> str:
 BAD_INPUTS = [
     (["--arch", "nope"], "unknown arch 'nope'; choose from cnn, mlp, mobilenetv2"),
     (["--dataset", "nope"], "unknown dataset 'nope'; choose from digits"),
-    (["--sampler", "nope"], "unknown sampler 'nope'; choose from tpe, random, cmaes, gp"),
-    (["--pruner", "nope"], "unknown pruner 'nope'; choose from hyperband"),
+    (["--sampler", "nope"], f"unknown sampler 'nope'; choose from {', '.join(SAMPLERS)}"),
+    (["--pruner", "nope"], f"unknown pruner 'nope'; choose from {', '.join(PRUNERS)}"),
     (["--trials", "0"], "--trials must be at least 1"),
     (["--trials", "-3"], "--trials must be at least 1"),
     (["--trials", "many"], "argument --trials: invalid int value"),
@@ -214,12 +220,56 @@ def test_other_arch_on_existing_study_is_refused_and_db_untouched(in_tmp, tiny_n
     assert _db_digest(in_tmp) == digest
 
 
-def test_debug_shows_the_traceback(in_tmp):
-    result = subprocess.run(
-        [sys.executable, "-m", "autodl", "--debug", "tune", "--arch", "nope"],
-        capture_output=True, text=True, cwd=in_tmp,
-    )
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback(in_tmp, where):
+    command = ["tune", "--arch", "nope"]
+    args = ["--debug", *command] if where == "before" else [*command, "--debug"]
+    result = subprocess.run([sys.executable, "-m", "autodl", *args],
+                            capture_output=True, text=True, cwd=in_tmp)
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+@pytest.mark.parametrize("command", [c.name for c in cli.COMMANDS])
+def test_debug_before_or_after_any_command(command):
+    given = {"tune": [], "plugins": [], "studies": [], "show": ["s"], "dashboard": [],
+             "export": ["s", "--out", "m"], "predict": ["m", "x.png"],
+             "report": ["s", "--out", "r"]}
+    args = [command, *given[command]]
+    parse = build_parser().parse_args
+    assert parse(args).debug is False
+    assert parse(["--debug", *args]).debug is True
+    assert parse([*args, "--debug"]).debug is True
+    assert parse(["--debug", *args, "--debug"]).debug is True
+
+
+def test_shared_options_are_declared_once_and_keep_their_defaults():
+    source = Path(cli.__file__).read_text()
+    for option in ("--debug", "--storage", "--csv", "--force"):
+        assert source.count(f'"{option}"') == 1, option
+    parse = build_parser().parse_args
+    for command in ("studies", "dashboard"):
+        assert parse([command]).storage == DEFAULT_STORAGE
+        assert parse([command, "--storage", "sqlite:///x.db"]).storage == "sqlite:///x.db"
+    assert parse(["tune"]).storage is None  # not given: the --space file's, else the default
+    studies = parse(["studies", "--csv", "s.csv", "--force"])
+    assert (studies.csv, studies.force) == ("s.csv", True)
+    assert parse(["show", "s"]).force is False
+    assert not hasattr(parse(["report", "s", "--out", "r"]), "csv")  # only where it is declared
+
+
+def test_help_lists_the_choices_from_their_tables(capsys):
+    from autodl.export import FORMATS
+
+    for command in ("tune", "export"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([command, "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"--pruner PRUNER {'|'.join(PRUNERS)} (default: {next(iter(PRUNERS))})" in help_text
+    assert f"--sampler SAMPLER {'|'.join(SAMPLERS)} (default: {next(iter(SAMPLERS))})" in help_text
+    for name, model_format in FORMATS.items():
+        assert name in help_text.split("--format FORMAT", 1)[1]
+        assert model_format.suffix in help_text.split("--out PATH", 1)[1]
+    assert "the model file itself, with its manifest beside it as PATH.manifest.json" in help_text
 
 
 def test_help_is_fast_and_imports_nothing_heavy():

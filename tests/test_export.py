@@ -191,6 +191,39 @@ def test_force_never_replaces_what_is_not_an_export(tiny_study, tmp_path, capsys
     assert export(tiny_study, out, "--force") == 2
     assert "is not an autodl export" in capsys.readouterr().err
     assert (out / "notes.txt").read_text() == "keep me"
+    mine = tmp_path / "mine.keras"  # a model file autodl did not write: no manifest beside it
+    mine.write_text("my own model")
+    assert export(tiny_study, mine, "--force") == 2
+    assert "mine.keras exists and is not an autodl export" in capsys.readouterr().err
+    assert mine.read_text() == "my own model"
+
+
+@pytest.mark.parametrize("format", ["keras", "onnx"])
+def test_out_ending_in_the_format_suffix_is_the_model_file(format, tiny_study, reference,
+                                                           tmp_path, capsys):
+    """`--out best.keras` writes that file and best.keras.manifest.json beside it."""
+    study, splits, expected = reference
+    out = tmp_path / f"best.{format}"
+    assert export(tiny_study, out) == 0  # the format follows the suffix
+    beside = tmp_path / f"best.{format}.manifest.json"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, beside.name]
+    assert out.is_file()
+    manifest = json.loads(beside.read_text())
+    assert (manifest["format"], manifest["model"]) == (format, out.name)
+    assert f"Manifest: {beside}" in capsys.readouterr().out
+    got = run_with_runtime(format, out, splits.x_test)
+    assert np.max(np.abs(got - expected)) <= manifest["verification"]["tolerance"]
+    # autodl predict takes the file itself.
+    arrays = tmp_path.parent / f"{tmp_path.name}-x.npz"
+    np.savez(arrays, x=splits.x_test)
+    assert main(["predict", str(out), str(arrays)]) == 0
+    classes = [line.split("\t")[1] for line in capsys.readouterr().out.splitlines()]
+    assert classes == [study.user_attrs["autodl"]["class_names"][c] for c in expected.argmax(-1)]
+    # Replaced only with --force, and never half: the same two files, nothing else.
+    assert export(tiny_study, out) == 2
+    assert f"{out} exists; pass --force" in capsys.readouterr().err
+    assert export(tiny_study, out, "--force") == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name, beside.name]
 
 
 def test_retrain_trains_best_configuration_for_best_epoch(tiny_study, reference, tmp_path):
@@ -226,6 +259,9 @@ def empty_study(tmp_path_factory) -> str:
 BAD = {
     "unknown study": (["nope"], "no study 'nope' in"),
     "unknown format": (["tiny", "--format", "pt"], "unknown format 'pt'; choose from keras"),
+    "another format's suffix": (["tiny", "--out", "{tmp}/m.onnx", "--format", "keras"],
+                                "m.onnx ends in .onnx, the suffix of the onnx format, not "
+                                "keras's; give --format onnx, or another --out"),
     "no completed trial": (["empty"], "study 'empty' has no completed trial"),
     "missing folder": (["tiny", "--out", "{tmp}/no/such/out"], "folder does not exist"),
     "existing output": (["tiny", "--out", "{tmp}/taken"], "taken exists; pass --force"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -84,6 +85,18 @@ def test_npz_arrays_float_and_uint8(model_folder, tmp_path, capsys):
     assert [row[1] for row in rows] == [str(label) for label in y] * 2
 
 
+def test_the_export_folder_or_the_model_file_in_it(model_folder, tmp_path, capsys):
+    x, y = make_images(4, seed=5)
+    np.savez(tmp_path / "x.npz", x=x)
+    by_folder = predict(model_folder, [tmp_path / "x.npz"], capsys)
+    assert by_folder == predict(model_folder / "model.keras", [tmp_path / "x.npz"], capsys)
+    assert [row[1] for row in by_folder] == [str(label) for label in y]
+    # A model file with its manifest beside it (as `export --out m.keras` writes), renamed.
+    shutil.copy(model_folder / "model.keras", tmp_path / "m.keras")
+    shutil.copy(model_folder / "manifest.json", tmp_path / "m.keras.manifest.json")
+    assert predict(tmp_path / "m.keras", [tmp_path / "x.npz"], capsys) == by_folder
+
+
 def test_manifest_preprocessing_handles_digits_pngs_and_arrays(tmp_path):
     """A model tuned on 8x8 digits (counts 0..16): a 28x28 PNG and an 8x8 array both fit."""
     from autodl.predict import load_arrays, load_image
@@ -109,7 +122,8 @@ def test_manifest_preprocessing_handles_digits_pngs_and_arrays(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unreadable image", "missing file", "not an export",
-                                  "wrong array shape", "no x array"])
+                                  "a file not exported", "another file of the export",
+                                  "no export", "wrong array shape", "no x array"])
 def test_bad_input_one_line_exit_2(case, model_folder, tmp_path, capsys):
     model, files = model_folder, []
     if case == "unreadable image":
@@ -123,6 +137,18 @@ def test_bad_input_one_line_exit_2(case, model_folder, tmp_path, capsys):
         model, message = tmp_path, "is not an autodl export"
         files.append(tmp_path / "x.npz")
         np.savez(files[-1], x=np.zeros((1, 8, 8, 1)))
+    elif case == "a file not exported":
+        model = tmp_path / "mine.keras"
+        model.write_bytes(b"a model of mine")
+        message = (f"{model} is not an autodl export (no mine.keras.manifest.json beside it, "
+                   "nor manifest.json in its folder)")
+    elif case == "another file of the export":
+        model = tmp_path / "export" / "notes.txt"
+        shutil.copytree(model_folder, model.parent)
+        model.write_text("notes")
+        message = f"{model} is not the model of the export in {model.parent} (that is model.keras)"
+    elif case == "no export":
+        model, message = tmp_path / "nowhere", "export not found:"
     elif case == "wrong array shape":
         files.append(tmp_path / "x.npz")
         np.savez(files[-1], x=np.zeros((2, 28, 28)))
@@ -131,6 +157,7 @@ def test_bad_input_one_line_exit_2(case, model_folder, tmp_path, capsys):
         files.append(tmp_path / "x.npz")
         np.savez(files[-1], a=np.zeros((1, 8, 8)), b=np.zeros(1))
         message = "has no array named x (it has a, b)"
+    files = files or [tmp_path / "any.png"]  # the export is opened first
     capsys.readouterr()
     assert main(["predict", str(model), *map(str, files)]) == 2
     captured = capsys.readouterr()
