@@ -40,14 +40,9 @@ from autodl.config import DEFAULT_STORAGE, Fixed, Space
 from autodl.datasets import Splits
 from autodl.errors import AutodlError, choose
 from autodl.hyperparameters import OptunaHyperParameters
+from autodl.plugin import overrides_fit
 from autodl.storage import TrialAttr
-from autodl.trial import (
-    build_model,
-    compile_model,
-    declare_training,
-    encode_labels,
-    owns_compile,
-)
+from autodl.trial import dtype_policy, encode_labels, prepare_model, trial_seed
 
 MANIFEST = "manifest.json"
 #: Added to a model file's name for the manifest beside it: ``model.keras.manifest.json``.
@@ -348,11 +343,12 @@ class Retrained:
 def retrain(study: optuna.Study, trial: optuna.trial.FrozenTrial, splits: Splits) -> Retrained:
     """Train the trial's configuration again, on training + validation data.
 
-    The model is built and compiled by the trial runner's own functions, with every
-    hyperparameter fixed at the trial's value, and trained for the trial's best epoch
-    count (no validation data is left to stop it earlier). Its learning rate follows the
-    trial's: the same schedule over the study's epochs, or, where the trial reduced it
-    on plateaus, the rate the trial recorded for each epoch.
+    The model is prepared by the trial runner's own function, with every hyperparameter
+    fixed at the trial's value, the trial's seed and the study's dtype policy, and
+    trained for the trial's best epoch count (no validation data is left to stop it
+    earlier): by the hypermodel's own ``fit`` if it has one, as the trial was. Its
+    learning rate follows the trial's: the same schedule over the study's epochs, or,
+    where the trial reduced it on plateaus, the rate the trial recorded for each epoch.
 
     Args:
         study: The study the trial belongs to.
@@ -372,22 +368,34 @@ def retrain(study: optuna.Study, trial: optuna.trial.FrozenTrial, splits: Splits
     )
     values = storage.hyperparameters(trial)
     hp = OptunaHyperParameters(Space({name: Fixed(value) for name, value in values.items()}))
-    keras.backend.clear_session()
-    seed = int(facts["split_seed"]) + trial.number  # as the trial was seeded
-    keras.utils.set_random_seed(seed)
-    training = declare_training(hp, hypermodel)
-    model = build_model(hypermodel, hp)
+    # The study's seed, or 0 for an unseeded study: a retrained model is reproducible.
+    seed = trial_seed(int(facts["split_seed"]), trial.number)
     x = np.concatenate([splits.x_train, splits.x_val])
     y = np.concatenate([splits.y_train, splits.y_val])
-    callbacks = []
-    if not owns_compile(hypermodel):
-        compile_model(model, training, len(y), int(facts["epochs"]))
-    if training.get("lr_plateau"):  # the plateaus were seen on validation data, gone now
-        rates = [record["learning_rate"] for record in trial.user_attrs[TrialAttr.HISTORY]]
-        callbacks.append(keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[epoch]))
-    history = model.fit(x, encode_labels(model, y, splits.num_classes),
-                        batch_size=training["batch_size"], epochs=int(epochs), verbose=0,
-                        callbacks=callbacks)
+    policy = keras.config.dtype_policy()
+    try:
+        model, training = prepare_model(
+            hypermodel, hp, dtype_policy(facts.get("mixed_precision", False)), seed, len(y),
+            int(facts["epochs"]),
+        )
+        # Keras's fit returns its History, which it makes only when none is passed: this
+        # one records every epoch whatever a hypermodel's own fit returns.
+        history = keras.callbacks.History()
+        callbacks: list[keras.callbacks.Callback] = [history]
+        if training.get("lr_plateau"):  # the plateaus were seen on validation data, gone now
+            rates = [record["learning_rate"] for record in trial.user_attrs[TrialAttr.HISTORY]]
+            callbacks.append(
+                keras.callbacks.LearningRateScheduler(lambda epoch, _: rates[epoch])
+            )
+        labels = encode_labels(model, y, splits.num_classes)
+        if overrides_fit(hypermodel):
+            hypermodel.fit(hp, model, x, labels, epochs=int(epochs), callbacks=callbacks,
+                           verbose=0)
+        else:
+            model.fit(x, labels, batch_size=training["batch_size"], epochs=int(epochs),
+                      verbose=0, callbacks=callbacks)
+    finally:
+        keras.config.set_dtype_policy(policy)  # as found: the export goes on making models
     records = [
         {"epoch": epoch + 1, **{name: float(values[epoch])
                                 for name, values in history.history.items()}}

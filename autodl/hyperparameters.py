@@ -6,12 +6,19 @@ defaults all behave as in KerasTuner), except that the first time an active
 hyperparameter is registered its value comes from the matching Optuna suggestion
 under the same name. Inactive (conditional) hyperparameters are never suggested.
 
+It hooks into KerasTuner through public API only: the declaring methods (``hp.Int``,
+``hp.Float``, ``hp.Choice``, ``hp.Boolean``, ``hp.Fixed``), ``space`` and ``values``.
+KerasTuner's private ``_register``, which every declaration goes through, would be the
+shorter hook, but a KerasTuner release that renamed it would make every trial build
+with default values, silently.
+
 Without a trial it answers with defaults, which is how plugins are listed and
 checked ("dry builds").
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import keras_tuner
@@ -108,11 +115,39 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
         """Register a hyperparameter given as a spec (the core's training ones) and value it."""
         return self._choose(name, spec, first_value(spec))
 
-    def _register(self, hyperparameter: kt.HyperParameter, overwrite: bool = False) -> Any:
-        hp = hyperparameter
-        if hp.name not in self.values and self.is_active(hp):
-            self._choose(hp.name, spec_from_keras_tuner(hp), hp.default)
-        return super()._register(hp, overwrite)
+    def Choice(self, *args: Any, **kwargs: Any) -> Any:
+        """KerasTuner's ``hp.Choice``, valued by the trial."""
+        return self._declared(super().Choice, *args, **kwargs)
+
+    def Int(self, *args: Any, **kwargs: Any) -> Any:
+        """KerasTuner's ``hp.Int``, valued by the trial."""
+        return self._declared(super().Int, *args, **kwargs)
+
+    def Float(self, *args: Any, **kwargs: Any) -> Any:
+        """KerasTuner's ``hp.Float``, valued by the trial."""
+        return self._declared(super().Float, *args, **kwargs)
+
+    def Boolean(self, *args: Any, **kwargs: Any) -> Any:
+        """KerasTuner's ``hp.Boolean``, valued by the trial."""
+        return self._declared(super().Boolean, *args, **kwargs)
+
+    def Fixed(self, *args: Any, **kwargs: Any) -> Any:
+        """KerasTuner's ``hp.Fixed``, valued by the trial (a user's setting may narrow it)."""
+        return self._declared(super().Fixed, *args, **kwargs)
+
+    def _declared(self, declare: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Declare through KerasTuner's own method, then value what it newly activated.
+
+        KerasTuner gives a hyperparameter its default the first time it is registered
+        active; that one (the last of ``space``, and new to ``values``) takes the
+        trial's suggestion instead. Seen before, or inactive, it keeps KerasTuner's answer.
+        """
+        known = len(self.values)
+        value = declare(*args, **kwargs)
+        if len(self.values) > known:
+            hp = self.space[-1]
+            value = self._choose(hp.name, spec_from_keras_tuner(hp), hp.default)
+        return value
 
     def _choose(self, name: str, declared: Spec, default: Any) -> Any:
         spec = self.search_space.resolve(name, declared)

@@ -1,10 +1,7 @@
 """The plugin registry: finds architecture plugins by name, wherever they come from.
 
-An architecture plugin is written exactly like a KerasTuner hypermodel: a
-``keras_tuner.HyperModel`` subclass whose ``__init__`` takes the task's facts
-(``input_shape`` and ``num_classes``, or KerasTuner's ``classes``) and whose
-``build(hp)`` returns an uncompiled ``keras.Model``; or a plain ``build(hp)`` function,
-which may also accept ``input_shape`` and ``num_classes`` keywords.
+An architecture plugin is written exactly like a KerasTuner hypermodel; what it is,
+receives and returns is stated once, in :mod:`autodl.plugin`.
 
 Plugins come from three places, one namespace:
 
@@ -30,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from autodl.errors import AutodlError
+from autodl.plugin import make_hypermodel, plugin_arguments
 
 ENTRY_POINT_GROUP = "autodl.plugins"
 KERAS_TUNER_PREFIX = "kt:"
@@ -190,13 +188,6 @@ def find(name: str) -> Plugin:
     return plugins[name]
 
 
-def _accepted(function: Callable) -> set[str]:
-    return {
-        name for name, p in inspect.signature(function).parameters.items()
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    }
-
-
 def instantiate(
     plugin: Plugin, input_shape: tuple[int, ...], num_classes: int, **options: Any
 ) -> Any:
@@ -217,41 +208,23 @@ def instantiate(
         AutodlError: If the plugin is not a hypermodel, takes no such option, or its
             constructor refuses the task.
     """
-    import keras_tuner
-
     from autodl.augmentation import AugmentedApplication
 
     target = plugin.load()
-    facts = {"input_shape": input_shape, "num_classes": num_classes, "classes": num_classes}
+    try:
+        accepted = plugin_arguments(target)
+    except TypeError:
+        raise AutodlError(
+            f"plugin {plugin.name} is neither a build function nor a HyperModel"
+        ) from None
     given = {k: v for k, v in options.items() if v is not None}
-    if inspect.isclass(target) and issubclass(target, keras_tuner.HyperModel):
-        accepted = _accepted(target.__init__)
-        factory = target
-    elif callable(target):
-        accepted = {"input_shape", "num_classes"} & _accepted(target)
-        factory = _function_hypermodel(target)
-    else:
-        raise AutodlError(f"plugin {plugin.name} is neither a build function nor a HyperModel")
     for option in given:
         if option not in accepted:
             raise AutodlError(f"--{option} does not apply to arch {plugin.name}")
-    kwargs = {k: v for k, v in facts.items() if k in accepted} | given
     try:
-        hypermodel = factory(**kwargs)
+        hypermodel = make_hypermodel(target, input_shape, num_classes, **given)
     except AutodlError:
         raise
     except Exception as error:
         raise AutodlError(f"arch {plugin.name}: {error}") from None
     return AugmentedApplication(hypermodel) if plugin.source == KERAS_TUNER_SOURCE else hypermodel
-
-
-def _function_hypermodel(build: Callable) -> Callable[..., Any]:
-    """Wrap a ``build(hp[, input_shape, num_classes])`` function as a HyperModel factory."""
-    import keras_tuner
-
-    def factory(**facts: Any) -> keras_tuner.HyperModel:
-        hypermodel = keras_tuner.HyperModel(name=getattr(build, "__name__", "build"))
-        hypermodel.build = lambda hp: build(hp, **facts)
-        return hypermodel
-
-    return factory

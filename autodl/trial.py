@@ -21,11 +21,16 @@ from autodl.datasets import Splits
 from autodl.hyperparameters import OptunaHyperParameters
 from autodl.optimizers import OPTIMIZERS
 from autodl.pipeline import InputPipeline
+from autodl.plugin import overrides_fit, owns_compile
 from autodl.runtime import training_device
 from autodl.storage import TrialAttr
 
 MONITOR = "val_accuracy"
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
+#: The batch size Keras's ``fit`` uses when given none. A hypermodel that overrides
+#: ``fit`` chooses its batch size there, after autodl compiled the model: the learning-rate
+#: schedule counts its steps with this one, or with a ``batch_size`` that ``build`` declared.
+KERAS_BATCH_SIZE = 32
 
 
 class TrialFailed(Exception):
@@ -43,11 +48,6 @@ class EpochListener(Protocol):
         """Called after each epoch with that epoch's history record."""
 
 
-def owns_compile(hypermodel: Any) -> bool:
-    """Whether a hypermodel compiles its own models (set ``owns_compile = True`` on it)."""
-    return bool(getattr(hypermodel, "owns_compile", False))
-
-
 def build_model(hypermodel: Any, hp: OptunaHyperParameters) -> keras.Model:
     """Run ``hypermodel.build(hp)`` and check it returned a Keras model.
 
@@ -63,10 +63,13 @@ def build_model(hypermodel: Any, hp: OptunaHyperParameters) -> keras.Model:
 def declare_training(hp: OptunaHyperParameters, hypermodel: Any) -> dict[str, Any]:
     """Declare the core's training hyperparameters (just the batch size for self-compilers).
 
-    A conditional one (``TRAINING_CONDITIONS``) is declared, and so suggested, only when
-    its parent took one of its values.
+    A hypermodel that overrides ``fit`` batches its data there, so the core declares no
+    batch size for it. A conditional one (``TRAINING_CONDITIONS``) is declared, and so
+    suggested, only when its parent took one of its values.
     """
     names = ["batch_size"] if owns_compile(hypermodel) else list(TRAINING_SPACE)
+    if overrides_fit(hypermodel):
+        names.remove("batch_size")
     training: dict[str, Any] = {}
     for name in names:
         if is_active(name, training):
@@ -128,6 +131,79 @@ def compile_model(model: keras.Model, training: dict[str, Any], examples: int,
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
+
+
+def dtype_policy(mixed_precision: bool) -> str:
+    """The Keras dtype policy of a study: ``mixed_float16`` with mixed precision."""
+    return "mixed_float16" if mixed_precision else "float32"
+
+
+def trial_seed(seed: int | None, number: int) -> int | None:
+    """The seed of trial ``number`` of a study seeded with ``seed`` (``None``: unseeded)."""
+    return None if seed is None else seed + number
+
+
+def prepare_model(
+    hypermodel: Any, hp: OptunaHyperParameters, policy: str, seed: int | None,
+    examples: int, epochs: int,
+) -> tuple[keras.Model, dict[str, Any]]:
+    """Make a trial's model, ready to train: the one place a model is prepared.
+
+    The trial runner and ``autodl export --retrain`` both call it, so a retrained model
+    is made exactly as its trial's was.
+
+    Args:
+        hypermodel: The plugin's hypermodel.
+        hp: The hyperparameters the model is built with.
+        policy: The Keras dtype policy (:func:`dtype_policy`).
+        seed: Seeds Keras, NumPy and Python before the build (:func:`trial_seed`);
+            ``None`` leaves them as they are.
+        examples: Training examples per epoch (for the schedule's step count).
+        epochs: The most epochs it trains (the schedule's horizon).
+
+    Returns:
+        The model, compiled unless its plugin owns compilation, and the training
+        hyperparameters declared for it.
+    """
+    # Free the previous trial's graph and layers so memory does not grow per trial.
+    # The garbage itself is collected every few trials by the orchestrator: a full
+    # collection with TensorFlow loaded costs about 0.25 s.
+    keras.backend.clear_session(free_memory=False)
+    keras.config.set_dtype_policy(policy)  # clear_session resets it
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    training = declare_training(hp, hypermodel)
+    model = build_model(hypermodel, hp)
+    if policy != "float32":
+        model = float32_outputs(model)
+    if not owns_compile(hypermodel):
+        # A fit of the hypermodel's own picks the batch size later: see KERAS_BATCH_SIZE.
+        batch_size = hp.values.get("batch_size", KERAS_BATCH_SIZE)
+        compile_model(model, {"batch_size": batch_size, **training}, examples, epochs)
+    return model, training
+
+
+def prebuild_training_state(model: keras.Model, data_batch: tuple[Any, Any]) -> bool:
+    """Build the optimizer's and metrics' variables before training, where Keras allows it.
+
+    Keras does so itself for distributed training, with ``Trainer._symbolic_build``: a
+    private method (its use is fenced here, the versions it is known in are bounded in
+    ``pyproject.toml``). Built lazily inside the first training step instead, these
+    variables leave TensorFlow graphs behind that outlive ``clear_session``: about
+    5 MiB per trial. So a Keras without the method trains the same, with that memory cost.
+
+    Args:
+        model: The compiled model.
+        data_batch: One example and its label, as training feeds them.
+
+    Returns:
+        Whether the variables were built now.
+    """
+    symbolic_build = getattr(model, "_symbolic_build", None)
+    if symbolic_build is None:
+        return False
+    symbolic_build(data_batch=data_batch)
+    return True
 
 
 def uses_one_hot_labels(model: keras.Model) -> bool:
@@ -231,7 +307,7 @@ class TrialRunner:
         self.splits = splits
         self.pipeline = InputPipeline(splits)  # shared by every trial of this process
         self.tensorboard = tensorboard
-        self.policy = "mixed_float16" if mixed_precision else "float32"
+        self.policy = dtype_policy(mixed_precision)
         self.space = space
         self.epochs = epochs
         self.patience = patience
@@ -253,31 +329,49 @@ class TrialRunner:
             _record_failure(trial, kind, str(error))
             raise
 
+    def _fit(self, hp: OptunaHyperParameters, model: keras.Model, training: dict[str, Any],
+             callbacks: list[keras.callbacks.Callback]) -> None:
+        """Train: with the hypermodel's own ``fit`` if it has one, else ``model.fit``.
+
+        The hypermodel's ``fit`` is called as KerasTuner's tuners call it (the ``hp``, the
+        model, the training data, then ``validation_data``, ``epochs`` and ``callbacks``),
+        with NumPy arrays: it may choose the batch size. What it returns is not used; the
+        trial monitor among the callbacks records every epoch.
+        """
+        splits = self.splits
+        if overrides_fit(self.hypermodel):
+            y_train, y_val = (encode_labels(model, y, splits.num_classes)
+                              for y in (splits.y_train, splits.y_val))
+            self.hypermodel.fit(
+                hp, model, splits.x_train, y_train,
+                validation_data=(splits.x_val, y_val),
+                epochs=self.epochs,
+                callbacks=callbacks,
+                verbose=0,
+            )
+            return
+        batch_size, one_hot = training["batch_size"], uses_one_hot_labels(model)
+        model.fit(
+            self.pipeline.train(batch_size, one_hot),
+            validation_data=self.pipeline.validation(batch_size, one_hot),
+            epochs=self.epochs,
+            callbacks=callbacks,
+            verbose=0,
+            shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a dataset
+        )
+
     def _run(self, trial: optuna.Trial) -> float:
-        # Free the previous trial's graph and layers so memory does not grow per trial.
-        # The garbage itself is collected every few trials by the orchestrator: a full
-        # collection with TensorFlow loaded costs about 0.25 s.
-        keras.backend.clear_session(free_memory=False)
-        keras.config.set_dtype_policy(self.policy)  # clear_session resets it
-        if self.seed is not None:
-            keras.utils.set_random_seed(self.seed + trial.number)
         hp = OptunaHyperParameters(self.space, trial)
-        training = declare_training(hp, self.hypermodel)
-        model = build_model(self.hypermodel, hp)
-        if self.policy != "float32":
-            model = float32_outputs(model)
+        model, training = prepare_model(
+            self.hypermodel, hp, self.policy, trial_seed(self.seed, trial.number),
+            len(self.splits.y_train), self.epochs,
+        )
         trial.set_user_attr(TrialAttr.HYPERPARAMETERS, dict(hp.values))
         trial.set_user_attr(TrialAttr.PARAMS_COUNT, int(model.count_params()))
         trial.set_user_attr(TrialAttr.DEVICE, training_device())
-        batch_size = training["batch_size"]
-        if not owns_compile(self.hypermodel):
-            compile_model(model, training, len(self.splits.y_train), self.epochs)
         splits, classes = self.splits, self.splits.num_classes
-        # Build the optimizer's and metrics' variables now, as Keras does for distributed
-        # training: built lazily inside the first training step, they leave TensorFlow
-        # graphs behind that outlive clear_session (about 5 MiB per trial).
-        model._symbolic_build(
-            data_batch=(splits.x_train[:1], encode_labels(model, splits.y_train[:1], classes))
+        prebuild_training_state(
+            model, (splits.x_train[:1], encode_labels(model, splits.y_train[:1], classes))
         )
         monitor = _TrialMonitor(trial, self.listener)
         stopper = keras.callbacks.EarlyStopping(
@@ -291,18 +385,12 @@ class TrialRunner:
             )
         # Last, so every other callback sees the learning rate the epoch trained with.
         callbacks += recipe.plateau_callbacks(training)
-        one_hot = uses_one_hot_labels(model)
         start = time.perf_counter()
         try:
-            model.fit(
-                self.pipeline.train(batch_size, one_hot),
-                validation_data=self.pipeline.validation(batch_size, one_hot),
-                epochs=self.epochs,
-                callbacks=callbacks,
-                verbose=0,
-                shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a dataset
-            )
+            self._fit(hp, model, training, callbacks)
         finally:
+            if overrides_fit(self.hypermodel):  # with what its fit declared
+                trial.set_user_attr(TrialAttr.HYPERPARAMETERS, dict(hp.values))
             trial.set_user_attr(TrialAttr.HISTORY, monitor.history)
             trial.set_user_attr(TrialAttr.TRAIN_SECONDS, round(time.perf_counter() - start, 3))
             trial.set_user_attr(TrialAttr.STOPPED_EPOCH, len(monitor.history))
@@ -310,6 +398,11 @@ class TrialRunner:
             raise TrialFailed(monitor.failure, kind="diverged")
         if monitor.pruned_at:
             raise optuna.TrialPruned(f"pruned at epoch {monitor.pruned_at}")
+        if not monitor.history:
+            raise TrialFailed(
+                "the hypermodel's fit trained no epoch that autodl saw: pass its callbacks "
+                "on to model.fit", kind="no_epochs",
+            )
         scores = [record[MONITOR] for record in monitor.history]
         value = max(scores)
         trial.set_user_attr(TrialAttr.BEST_EPOCH, scores.index(value) + 1)

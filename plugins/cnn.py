@@ -9,6 +9,7 @@ import keras
 import keras_tuner
 
 from autodl.augmentation import augment
+from autodl.plugin import HyperModel
 
 
 def pooling_steps(height: int, width: int) -> int:
@@ -20,7 +21,7 @@ def pooling_steps(height: int, width: int) -> int:
     return steps
 
 
-class CNN(keras_tuner.HyperModel):
+class CNN(HyperModel):
     """Convolutional network: blocks of two convolutions with pooling between, then a dense head.
 
     Filters double after each pooling. ``depth`` counts convolution layers; its range

@@ -5,8 +5,10 @@ from __future__ import annotations
 import keras
 import keras_tuner
 
+from autodl.plugin import HyperModel
 
-class MLP(keras_tuner.HyperModel):
+
+class MLP(HyperModel):
     """Multilayer perceptron: dense layers over the flattened input, each half the last's width.
 
     ``batch_norm`` puts batch normalization between each dense layer and its activation.

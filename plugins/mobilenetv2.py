@@ -10,6 +10,7 @@ import keras
 import keras_tuner
 
 from autodl.augmentation import augment
+from autodl.plugin import HyperModel
 
 #: Input sizes Keras publishes ImageNet weights for.
 SIZES = (96, 128, 160, 192, 224)
@@ -28,7 +29,7 @@ def _keras_models_dir() -> Path:
     return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
 
 
-class MobileNetV2(keras_tuner.HyperModel):
+class MobileNetV2(HyperModel):
     """MobileNetV2 transfer learning: an ImageNet-trained base, frozen, under a new classifier head.
 
     Inputs are resized to the smallest size with published weights (96..224 pixels),

@@ -247,6 +247,31 @@ def test_retrain_trains_best_configuration_for_best_epoch(tiny_study, reference,
                                                      stored.get_weights(), strict=True))
 
 
+def test_retrain_follows_the_trials_seed_and_dtype_policy(in_tmp, tiny_npz):
+    """Retraining prepares its model with the trial's own function: seeded as the trial was
+    (so twice is the same model), under the study's mixed precision."""
+    import keras
+    from conftest import tune_args
+
+    from autodl.export import retrain
+    from autodl.storage import study_splits
+
+    assert main(tune_args(f"npz:{tiny_npz}", "--study", "mixed", "--pruner", "none",
+                          "--mixed-precision", trials=1)) == 0
+    study = optuna.load_study(study_name="mixed", storage="sqlite:///studies/autodl.db")
+    splits = study_splits(study)
+    try:
+        first, second = (retrain(study, study.best_trial, splits) for _ in range(2))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert keras.config.dtype_policy().name == "float32"  # left as it was found
+    assert first.seed == second.seed == 1 + study.best_trial.number  # --seed 1, as the trial
+    assert first.model.layers[-2].compute_dtype == "float16"
+    assert keras.backend.standardize_dtype(first.model.output.dtype) == "float32"
+    for a, b in zip(first.model.get_weights(), second.model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.fixture
 def empty_study(tmp_path_factory) -> str:
     """A storage holding a study whose only trial failed."""

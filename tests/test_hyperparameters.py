@@ -367,3 +367,36 @@ def test_bridge_suggestions_rebuild_identically_under_keras_tuner():
     assert kt_hp.values == hp.values
     assert structure(model) == structure(kt_model)
     assert [type(layer).__name__ for layer in model.layers].count("Conv2D") == 4
+
+
+# --- KerasTuner's private API: not used -----------------------------------------------------
+
+
+def test_the_bridge_overrides_no_private_keras_tuner_method():
+    """Only public methods are hooked: KerasTuner's private ones may change in any release."""
+    hooked = {name for name in vars(OptunaHyperParameters)
+              if hasattr(keras_tuner.HyperParameters, name) and not name.startswith("__")}
+    assert hooked == {"Choice", "Int", "Float", "Boolean", "Fixed", "merge",
+                      "ensure_active_values"}
+    assert not [name for name in hooked if name.startswith("_")]
+
+
+def test_values_come_from_the_trial_when_keras_tuner_renames_its_register(monkeypatch):
+    """A KerasTuner whose ``_register`` has another name still has every value suggested."""
+    register = keras_tuner.HyperParameters._register
+    monkeypatch.delattr(keras_tuner.HyperParameters, "_register")
+    monkeypatch.setattr(keras_tuner.HyperParameters, "_register_renamed", register,
+                        raising=False)
+
+    def retrieve(self, hp):
+        if self._exists(hp.name, hp.conditions):
+            return self.values[hp.name] if self.is_active(hp) else None
+        return self._register_renamed(hp)
+
+    monkeypatch.setattr(keras_tuner.HyperParameters, "_retrieve", retrieve)
+    trial = ask({"kind": "conv", "pool": "max", "pool_size": 3, "filters": 12})
+    hp = bridge(trial)
+    values = conditional_build(hp)
+    assert values["units"] is None and values["pool_size"] == 3 and values["filters"] == 12
+    assert set(trial.params) == {"kind", "filters", "pool", "pool_size", "conv_dropout"}
+    assert hp.values == trial.params

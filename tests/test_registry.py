@@ -21,6 +21,7 @@ from autodl.cli import main
 from autodl.config import Fixed, Space
 from autodl.errors import AutodlError
 from autodl.hyperparameters import OptunaHyperParameters
+from autodl.plugin import BuildFunction
 from autodl.trial import dry_build
 
 BUILT_INS = {"mlp": "MLP", "cnn": "CNN", "mobilenetv2": "MobileNetV2"}
@@ -224,6 +225,8 @@ def test_file_with_a_build_function(tmp_path):
     assert plugin.description() == "A tiny dense net, as a build function."
     hypermodel = registry.instantiate(plugin, (8, 8, 1), 3)
     assert isinstance(hypermodel, keras_tuner.HyperModel)
+    # wrapped by a class, as KerasTuner's DefaultHyperModel wraps a function
+    assert type(hypermodel) is BuildFunction and hypermodel.function is plugin.load()
     model, hp = dry(hypermodel)
     assert isinstance(model, keras.Model) and hp.values == {"units": 4}
 

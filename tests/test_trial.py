@@ -16,6 +16,7 @@ from autodl.trial import (
     TrialRunner,
     compile_model,
     dry_build,
+    prebuild_training_state,
     uses_one_hot_labels,
 )
 
@@ -249,3 +250,47 @@ def test_compile_model_spans_the_schedule_over_every_step():
         rates[step] = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
     assert rates == pytest.approx({0: 0.1, 50: 0.1, 51: 0.01, 75: 0.01, 76: 0.001})
     assert model.loss == "sparse_categorical_crossentropy"
+
+
+# --- Keras's private API, fenced -------------------------------------------------------------
+
+
+def test_the_installed_keras_has_the_private_symbolic_build():
+    """``Trainer._symbolic_build`` saves memory per trial; a Keras without it loses that only.
+
+    If this fails after a Keras upgrade, training still works (see the next test): find
+    what Keras calls it now, then move the upper bound on keras in pyproject.toml.
+    """
+    assert callable(getattr(keras.Model, "_symbolic_build", None))
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    assert prebuild_training_state(model, (np.zeros((1, 2), "float32"), np.zeros(1)))
+    assert model.optimizer.built
+
+
+def test_trials_train_without_the_private_symbolic_build(splits, monkeypatch):
+    owner = next(c for c in type(keras.Sequential()).__mro__ if "_symbolic_build" in vars(c))
+    monkeypatch.delattr(owner, "_symbolic_build")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2)])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    assert not prebuild_training_state(model, (np.zeros((1, 2), "float32"), np.zeros(1)))
+    assert not model.optimizer.built
+    study, saved, _ = run(Explosive(), splits, [{"explode": False, "optimizer": "adam"}])
+    assert study.trials[0].state.name == "COMPLETE", study.trials[0].user_attrs
+    assert len(study.trials[0].user_attrs["history"]) == 3 and list(saved) == [0]
+
+
+def test_dependency_bounds_hold_the_installed_versions_of_the_fenced_libraries():
+    """pyproject.toml bounds keras (``Trainer._symbolic_build``) and keras-tuner to the
+    versions known to work; the versions the tests run on must be among them."""
+    import importlib.metadata
+    import tomllib
+
+    from conftest import REPO
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    bounds = {req.name: req.specifier for req in map(Requirement, project["dependencies"])}
+    for name in ("keras", "keras-tuner"):
+        assert any(spec.operator == "<" for spec in bounds[name]), f"{name} has no upper bound"
+        assert bounds[name].contains(importlib.metadata.version(name)), (name, bounds[name])
