@@ -30,10 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from autodl.errors import AutodlError, choose
+from autodl.errors import AutodlError
 from autodl.optimizers import OPTIMIZERS
-from autodl.pruners import PRUNERS
-from autodl.samplers import SAMPLERS
 
 Scalar = bool | int | float | str
 
@@ -148,6 +146,16 @@ TRAINING_SPACE: dict[str, Spec] = {
     "lr_plateau_patience": IntRange(1, 5),
 }
 
+#: The values of a study's first trial, where the space holds them: a setting that trains
+#: well on most tasks, as KerasTuner's first trial trains the declared defaults. The
+#: others start at their range's low end (or off).
+TRAINING_DEFAULTS: dict[str, Scalar] = {
+    "learning_rate": 1e-3,
+    "batch_size": 64,
+    "optimizer": "adam",
+    "weight_decay": 0.0,
+}
+
 #: ``(parent, values)``: a hyperparameter is used only while ``parent`` has one of ``values``.
 Condition = tuple[str, tuple[Scalar, ...]]
 
@@ -176,6 +184,8 @@ SHARED_DEFAULTS: dict[str, Spec] = {
     "batch_norm": Fixed(False),
     "augment": Fixed(False),
     "flip": Fixed("none"),  # flipping changes a digit's meaning; photos may want it
+    # 5x5 kernels make a cnn up to three times dearer (--set 'kernel_size=[3,5]').
+    "kernel_size": Fixed(3),
 }
 
 
@@ -414,6 +424,23 @@ def parse_assignment(text: str) -> tuple[str, Spec]:
 
 
 DEFAULT_STORAGE = "sqlite:///studies/autodl.db"
+_DURATION = re.compile(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s?)?")
+
+
+def parse_duration(text: str, option: str) -> float:
+    """Seconds in a duration such as ``90``, ``90s``, ``10m``, ``1.5h`` or ``1h30m``.
+
+    Raises:
+        AutodlError: If ``text`` is not such a duration, or is not above zero.
+    """
+    match = _DURATION.fullmatch(text.strip().lower()) if isinstance(text, str) else None
+    if not match or not any(match.groups()):
+        raise AutodlError(f"{option} needs a duration like 90s, 10m or 1h30m, got {text!r}")
+    hours, minutes, seconds = (float(part or 0) for part in match.groups())
+    total = 3600 * hours + 60 * minutes + seconds
+    if total <= 0:
+        raise AutodlError(f"{option} must be more than zero, got {text!r}")
+    return total
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -428,12 +455,13 @@ class TuneConfig:
     patience: int = 3
     # Not hyperband: Optuna's TPE then learns only from the trial's own bracket, so on a
     # few dozen trials it stays random (benchmarks/RESULTS.md, search benchmark).
-    pruner: str = next(iter(PRUNERS))
-    sampler: str = next(iter(SAMPLERS))
+    pruner: str = "sha"  # names in autodl.pruners.PRUNERS, checked by the tuner
+    sampler: str = "tpe"  # names in autodl.samplers.SAMPLERS
     storage: str = DEFAULT_STORAGE
     study: str | None = None
     seed: int | None = None
     timeout: float | None = None
+    budget: str | None = None
     val_split: float = 0.1
     test_split: float = 0.2
     max_samples: int | None = None
@@ -445,6 +473,11 @@ class TuneConfig:
     tensorboard: str | None = None
     mixed_precision: bool = False
     space: Space = field(default_factory=Space)
+
+    @property
+    def budget_seconds(self) -> float | None:
+        """``--budget`` in seconds (``None``: no budget)."""
+        return None if self.budget is None else parse_duration(self.budget, "--budget")
 
     @property
     def study_name(self) -> str:
@@ -467,8 +500,8 @@ class TuneConfig:
         for name in ("patience", "workers", "heartbeat"):
             if getattr(self, name) < 1:
                 raise AutodlError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        choose(PRUNERS, self.pruner, "pruner")
-        choose(SAMPLERS, self.sampler, "sampler")
+        if self.budget is not None:
+            parse_duration(self.budget, "--budget")
         for name in ("val_split", "test_split"):
             if not 0 < getattr(self, name) < 1:
                 raise AutodlError(f"--{name.replace('_', '-')} must be between 0 and 1")

@@ -25,6 +25,7 @@ import keras_tuner
 from keras_tuner.engine import hyperparameters as kt
 
 from autodl.config import (
+    TRAINING_DEFAULTS,
     Choice,
     Condition,
     Fixed,
@@ -113,7 +114,7 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
 
     def declare(self, name: str, spec: Spec) -> Any:
         """Register a hyperparameter given as a spec (the core's training ones) and value it."""
-        return self._choose(name, spec, first_value(spec))
+        return self._choose(name, spec, TRAINING_DEFAULTS.get(name, first_value(spec)))
 
     def Choice(self, *args: Any, **kwargs: Any) -> Any:
         """KerasTuner's ``hp.Choice``, valued by the trial."""
@@ -162,6 +163,25 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
     # These would replace suggested values with ones Optuna never saw.
     merge = _unsupported("merge")
     ensure_active_values = _unsupported("ensure_active_values")
+
+
+def optuna_params(hp: OptunaHyperParameters) -> dict[str, Any]:
+    """The Optuna parameters that would make a trial build with ``hp``'s values.
+
+    The inverse of the suggestions: fixed values are no parameters, and a "0, or a
+    range" value is two (``NAME_enabled``, then ``NAME`` when enabled).
+    """
+    params: dict[str, Any] = {}
+    for name, spec in hp.specs.items():
+        value = hp.values[name]
+        if isinstance(spec, Fixed):
+            continue
+        if isinstance(spec, FloatRange) and spec.zero:
+            params[f"{name}_enabled"] = value != 0
+            if value == 0:
+                continue
+        params[name] = value
+    return params
 
 
 def _suggest(trial: optuna.Trial, name: str, spec: Spec) -> Any:

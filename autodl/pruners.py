@@ -1,7 +1,7 @@
 """The Optuna pruners that ``--pruner`` names: one table from name to factory.
 
-A trial reports its validation accuracy after every epoch, so a pruner's resource is
-the epoch count.
+A trial reports its validation accuracy after every epoch, so Optuna's pruners count
+epochs; ``sha`` (the default) counts training FLOPs instead (:mod:`autodl.cost_halving`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,13 @@ if TYPE_CHECKING:
 
 #: Makes a pruner for trials of at most ``epochs`` epochs.
 PrunerFactory = Callable[[int], "optuna.pruners.BasePruner"]
+
+
+def _cost_halving(epochs: int) -> optuna.pruners.BasePruner:
+    from autodl.cost_halving import CostHalvingPruner
+    from autodl.storage import TrialAttr
+
+    return CostHalvingPruner(TrialAttr.EPOCH_FLOPS)
 
 
 def _successive_halving(epochs: int) -> optuna.pruners.BasePruner:
@@ -42,7 +49,8 @@ def _none(epochs: int) -> optuna.pruners.BasePruner:
 
 #: ``--pruner`` NAME: its factory. The first is the default.
 PRUNERS: dict[str, PrunerFactory] = {
-    "sha": _successive_halving,
+    "sha": _cost_halving,
+    "sha-epochs": _successive_halving,
     "hyperband": _hyperband,
     "median": _median,
     "none": _none,

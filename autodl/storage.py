@@ -48,6 +48,10 @@ class TrialAttr:
     HYPERPARAMETERS = "hyperparameters"
     #: The model's parameter count.
     PARAMS_COUNT = "params_count"
+    #: Forward-pass FLOPs of one example (:func:`autodl.cost.forward_flops`).
+    FLOPS = "flops"
+    #: Training FLOPs of one epoch, known before it trains; the default pruner's measure.
+    EPOCH_FLOPS = "epoch_flops"
     #: Where it trained: ``CPU`` or ``GPU:N (name)``.
     DEVICE = "device"
     #: Per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate, seconds.
@@ -58,6 +62,8 @@ class TrialAttr:
     STOPPED_EPOCH = "stopped_epoch"
     #: The epoch of the best validation accuracy (a completed trial's value).
     BEST_EPOCH = "best_epoch"
+    #: Why a trial was pruned before training (e.g. too costly), in words.
+    PRUNED_BECAUSE = "pruned_because"
     #: Why a failed trial failed, in words.
     FAIL_REASON = "fail_reason"
     #: The kind of failure (``diverged``, ``interrupted``, an exception's name).

@@ -17,6 +17,7 @@ import optuna
 
 from autodl import recipe
 from autodl.config import TRAINING_SPACE, Space, is_active
+from autodl.cost import CostLimit, epoch_flops, forward_flops
 from autodl.datasets import Splits
 from autodl.hyperparameters import OptunaHyperParameters
 from autodl.optimizers import OPTIMIZERS
@@ -223,10 +224,12 @@ def encode_labels(model: keras.Model, labels: np.ndarray, num_classes: int) -> n
 class _TrialMonitor(keras.callbacks.Callback):
     """Records each epoch, stops on a non-finite loss, reports to Optuna and asks to prune."""
 
-    def __init__(self, trial: optuna.Trial, listener: EpochListener) -> None:
+    def __init__(self, trial: optuna.Trial, listener: EpochListener,
+                 deadline: float | None = None) -> None:
         super().__init__()
         self.trial = trial
         self.listener = listener
+        self.deadline = deadline
         self.history: list[dict[str, float]] = []
         self.failure: str | None = None
         self.pruned_at: int | None = None
@@ -257,6 +260,8 @@ class _TrialMonitor(keras.callbacks.Callback):
         if self.trial.should_prune():
             self.pruned_at = epoch + 1
             self.model.stop_training = True
+        elif self.deadline is not None and time.monotonic() + record["seconds"] > self.deadline:
+            self.model.stop_training = True  # another epoch would overrun the time budget
 
 
 def is_new_best(study: optuna.Study, value: float) -> bool:
@@ -288,6 +293,9 @@ class TrialRunner:
             ``<folder>/<study>/trial-NNNNN``; ``None`` for none.
         mixed_precision: Compute in float16 (Keras's ``mixed_float16`` policy), with
             float32 variables and outputs.
+        cost_limit: Prunes, untrained, a model too dear for the task; ``None``: none.
+        deadline: ``time.monotonic()`` of the time budget's end: a trial stops (and
+            completes with its best epoch) when another epoch would overrun it.
     """
 
     def __init__(
@@ -302,6 +310,8 @@ class TrialRunner:
         save_model: Callable[[optuna.Trial, keras.Model], None],
         tensorboard: str | None = None,
         mixed_precision: bool = False,
+        cost_limit: CostLimit | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.hypermodel = hypermodel
         self.splits = splits
@@ -314,6 +324,8 @@ class TrialRunner:
         self.seed = seed
         self.listener = listener
         self.save_model = save_model
+        self.cost_limit = cost_limit
+        self.deadline = deadline
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial; raise to mark it FAIL (with ``fail_reason``) or PRUNED."""
@@ -328,6 +340,24 @@ class TrialRunner:
             kind = error.kind if isinstance(error, TrialFailed) else type(error).__name__
             _record_failure(trial, kind, str(error))
             raise
+
+    def _judge_cost(self, trial: optuna.Trial, model: keras.Model) -> None:
+        """Record the model's cost; prune it untrained if it is beyond the cost limit.
+
+        The cost is also an Optuna constraint, so the sampler learns to avoid dear
+        configurations instead of suggesting them again.
+        """
+        flops = forward_flops(model)
+        trial.set_user_attr(TrialAttr.FLOPS, flops)
+        trial.set_user_attr(TrialAttr.EPOCH_FLOPS, epoch_flops(flops, len(self.splits.y_train)))
+        if self.cost_limit is None:
+            return
+        trial.set_constraint("cost", self.cost_limit.excess(flops))
+        problem = self.cost_limit.problem(flops)
+        if problem:
+            trial.set_user_attr(TrialAttr.STOPPED_EPOCH, 0)
+            trial.set_user_attr(TrialAttr.PRUNED_BECAUSE, problem)
+            raise optuna.TrialPruned(problem)
 
     def _fit(self, hp: OptunaHyperParameters, model: keras.Model, training: dict[str, Any],
              callbacks: list[keras.callbacks.Callback]) -> None:
@@ -369,11 +399,12 @@ class TrialRunner:
         trial.set_user_attr(TrialAttr.HYPERPARAMETERS, dict(hp.values))
         trial.set_user_attr(TrialAttr.PARAMS_COUNT, int(model.count_params()))
         trial.set_user_attr(TrialAttr.DEVICE, training_device())
+        self._judge_cost(trial, model)
         splits, classes = self.splits, self.splits.num_classes
         prebuild_training_state(
             model, (splits.x_train[:1], encode_labels(model, splits.y_train[:1], classes))
         )
-        monitor = _TrialMonitor(trial, self.listener)
+        monitor = _TrialMonitor(trial, self.listener, self.deadline)
         stopper = keras.callbacks.EarlyStopping(
             MONITOR, mode="max", patience=self.patience, restore_best_weights=True
         )

@@ -21,9 +21,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autodl import registry, storage
 from autodl.config import TRAINING_SPACE, Space, TuneConfig, describe_conditions
+from autodl.cost import CostLimit
 from autodl.datasets import Splits, load_dataset, make_splits
 from autodl.errors import AutodlError, choose
-from autodl.hyperparameters import declared_conditions
+from autodl.hyperparameters import declared_conditions, optuna_params
 from autodl.pruners import PRUNERS
 from autodl.runtime import quiet_libraries
 from autodl.samplers import SAMPLERS
@@ -56,7 +57,8 @@ class TrialResult:
         if trial.state == TrialState.FAIL and reason is None:
             reason = "no heartbeat: the process running it stopped"
         if trial.state == TrialState.PRUNED:
-            reason = f"pruned at epoch {attrs.get(TrialAttr.STOPPED_EPOCH, '?')}"
+            reason = attrs.get(TrialAttr.PRUNED_BECAUSE) or (
+                f"pruned at epoch {attrs.get(TrialAttr.STOPPED_EPOCH, '?')}")
         return cls(
             number=trial.number,
             state=trial.state.name,
@@ -169,9 +171,15 @@ def prepare_task(config: TuneConfig) -> tuple[Any, Splits]:
     return make_hypermodel(config, splits), splits
 
 
-def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
-    """Validate everything that can be checked without touching the storage."""
+def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits, dict[str, Any]]:
+    """Validate everything that can be checked without touching the storage.
+
+    Returns:
+        The hypermodel, the data splits, and the Optuna parameters of the default
+        configuration (a new study's first trial).
+    """
     make_sampler(config, 0)  # a missing optional dependency (gp: torch) is said now
+    make_pruner(config)
     storage.check_storage_url(config.storage)
     hypermodel, splits = prepare_task(config)
     try:
@@ -188,7 +196,7 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits]:
     config.space.check_conditions(conditions, declared)
     for name in config.space.overrides.keys() & declared.keys():  # a bad value is refused now
         config.space.resolve(name, declared[name])
-    return hypermodel, splits
+    return hypermodel, splits, optuna_params(hp)
 
 
 def _evaluate_best(
@@ -214,6 +222,11 @@ def _evaluate_best(
     return accuracy, str(path), int(model.count_params())
 
 
+def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
+    """The ``--pruner``, for trials of at most ``--epochs`` epochs."""
+    return choose(PRUNERS, config.pruner, "pruner")(config.epochs)
+
+
 def make_sampler(config: TuneConfig, worker: int) -> optuna.samplers.BaseSampler:
     """The ``--sampler`` for one worker.
 
@@ -228,13 +241,13 @@ def _load_study(config: TuneConfig, worker: int = 0) -> optuna.Study:
         study_name=config.study_name,
         storage=storage.open_storage(config.storage, config.heartbeat),
         sampler=make_sampler(config, worker),
-        pruner=choose(PRUNERS, config.pruner, "pruner")(config.epochs),
+        pruner=make_pruner(config),
     )
 
 
 def run_trials(
     study: optuna.Study, hypermodel: Any, splits: Splits, config: TuneConfig,
-    listener: TuneListener,
+    listener: TuneListener, started: float | None = None,
 ) -> str | None:
     """Run trials in this process until the study holds enough of them.
 
@@ -242,8 +255,17 @@ def run_trials(
     and counting and starting a trial happen under the study's admission lock, so
     workers finishing at the same moment do not each start one more.
 
+    Args:
+        study: The study, opened.
+        hypermodel: The plugin's hypermodel for the study's task.
+        splits: The study's data.
+        config: The validated configuration.
+        listener: Told about progress.
+        started: ``time.monotonic()`` when the run began, where ``--budget`` counts
+            from (default: now).
+
     Returns:
-        Why it stopped before that, if it did (a streak of failures).
+        Why it stopped before that, if it did (a streak of failures, the budget).
     """
     in_flight = (*storage.FINISHED, TrialState.RUNNING)
     store = storage.ModelStore(storage.artifact_dir(config.storage, config.artifacts))
@@ -256,15 +278,22 @@ def run_trials(
             TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best)
         )
 
+    now = time.monotonic()
+    budget, timeout = config.budget_seconds, config.timeout
+    budget_end = None if budget is None else (started or now) + budget
+    # No trial starts after --timeout or the budget's end.
+    deadline = min((end for end in (budget_end, timeout and now + timeout) if end),
+                   default=None)
     runner = TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
                     config.seed, listener, store.save, tensorboard=config.tensorboard,
-                    mixed_precision=config.mixed_precision)
+                    mixed_precision=config.mixed_precision,
+                    cost_limit=CostLimit.for_task(splits.input_shape),
+                    deadline=budget_end)
 
     def admitted(trial: optuna.Trial) -> float:
         lock.release()  # the trial exists now, so the next worker's count includes it
         return runner(trial)
 
-    deadline = None if config.timeout is None else time.monotonic() + config.timeout
     try:
         while streak.reason is None and (deadline is None or time.monotonic() < deadline):
             lock.acquire()
@@ -287,6 +316,8 @@ def run_trials(
         ) from None
     finally:
         lock.close()
+    if streak.reason is None and budget_end is not None and time.monotonic() >= budget_end:
+        return f"the time budget ({config.budget}) ran out"
     return streak.reason
 
 
@@ -311,15 +342,16 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     Raises:
         AutodlError: For any bad input; nothing has been written to the storage then.
     """
+    started = time.monotonic()
     quiet_libraries()
-    hypermodel, splits = _check_and_prepare(config)
+    hypermodel, splits, default_params = _check_and_prepare(config)
     facts = storage.study_facts(config, splits)
     study = storage.open_study(
         storage.open_storage(config.storage, config.heartbeat),
         config.study_name,
         facts,
         make_sampler(config, 0),
-        choose(PRUNERS, config.pruner, "pruner")(config.epochs),
+        make_pruner(config),
     )
     recorded = study.user_attrs[storage.FACTS_KEY]
     # Joining a study (another machine, a later run): its trials must all see the same
@@ -327,6 +359,10 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     if any(recorded.get(key) != facts[key] for key in storage.SPLIT_FACTS):
         splits = storage.study_splits(study)
         hypermodel = make_hypermodel(config, splits)
+    if not study.get_trials(deepcopy=False):
+        # The first trial trains the defaults, as KerasTuner's does: a good model in
+        # the first minute, and a yardstick for the pruner.
+        study.enqueue_trial(default_params, skip_if_exists=True)
     finished = storage.finished_trials(study)
     listener.started(study.study_name, config.storage, splits.describe(), finished, config.trials)
     if config.seed is not None:
@@ -337,7 +373,7 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
             if config.workers > 1:
                 stop_reason = run_in_workers(work, config, listener)
             else:
-                stop_reason = run_trials(study, hypermodel, splits, config, listener)
+                stop_reason = run_trials(study, hypermodel, splits, config, listener, started)
         except KeyboardInterrupt:  # the running trials are already marked FAIL, "interrupted"
             interrupted = True
 

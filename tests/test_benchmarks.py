@@ -36,3 +36,37 @@ def test_search_benchmark_runs_at_smallest_budget(tmp_path):
     for column in ("autodl", "kt-hyperband", "kt-random", "optuna-random"):
         assert sum(row.startswith(f"| {column} |") for row in rows) == 1, column
     assert (out / "search-digits.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_time_to_accuracy_benchmark_runs_at_smallest_budget(tmp_path, shared_datasets):
+    import importlib.util
+    import json
+
+    columns = ["autodl", "kt-hyperband", "kt-random"]
+    if importlib.util.find_spec("optuna_integration") is not None:  # autodl[bench]
+        columns.append("optuna-tpe-hyperband")
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "time_to_accuracy.py"),
+         "--dataset", f"idx:{shared_datasets / 'mnist'}", "--columns", ",".join(columns),
+         "--seeds", "1", "--trials", "2", "--epochs", "1", "--max-samples", "600",
+         "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Machine: " in result.stdout
+    runs = json.loads((out / "time-to-accuracy.json").read_text())
+    assert sorted(run["column"] for run in runs) == sorted(columns)
+    assert len({run["split"] for run in runs}) == 1  # every tool had autodl's split
+    for run in runs:
+        assert 0.0 <= run["test"] <= 1.0 and run["wall"] > 0, run["column"]
+        assert run["epochs"] >= 1 and run["trials"] >= 1 and run["final_fit_seconds"] > 0
+        seconds = [t for t, _ in run["points"]]
+        assert seconds == sorted(seconds) and 0 < seconds[0] and seconds[-1] <= run["wall"]
+        best = [value for _, value in run["points"]]
+        curve = [max(best[:i + 1]) for i in range(len(best))]
+        assert curve == sorted(curve) and curve[-1] >= run["best_val"] - 1e-6
+    rows = (out / "time-to-accuracy.md").read_text().splitlines()
+    for column in columns:
+        assert sum(row.startswith(f"| {column} |") for row in rows) == 2, column  # 2 tables
+    assert (out / "time-to-accuracy.png").read_bytes().startswith(b"\x89PNG")

@@ -1,0 +1,61 @@
+"""Successive halving at equal cost, on synthetic trials: no training."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.distributions import FloatDistribution
+from optuna.trial import TrialState, create_trial
+
+from autodl.pruners import PRUNERS
+from autodl.storage import TrialAttr
+
+#: One model's validation accuracy after each epoch: the same curve for every model.
+CURVE = [0.80, 0.88, 0.92, 0.94, 0.95, 0.955, 0.96, 0.962, 0.964, 0.965]
+
+
+def _finished(cost: float, epochs: int = len(CURVE)) -> optuna.trial.FrozenTrial:
+    return create_trial(
+        state=TrialState.COMPLETE, value=max(CURVE[:epochs]),
+        params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+        intermediate_values={epoch + 1: CURVE[epoch] for epoch in range(epochs)},
+        user_attrs={TrialAttr.EPOCH_FLOPS: cost},
+    )
+
+
+def _study_with_cheap_trials(n: int) -> optuna.Study:
+    study = optuna.create_study(direction="maximize", pruner=PRUNERS["sha"](10))
+    for _ in range(n):
+        study.add_trial(_finished(cost=1e9))
+    return study
+
+
+def _pruned_after_first_epoch(study: optuna.Study, cost: float) -> bool:
+    trial = study.ask()
+    trial.set_user_attr(TrialAttr.EPOCH_FLOPS, cost)
+    trial.report(CURVE[0], step=1)
+    return trial.should_prune()
+
+
+def test_a_fifty_times_dearer_trial_at_equal_accuracy_is_stopped():
+    study = _study_with_cheap_trials(8)
+    assert _pruned_after_first_epoch(study, cost=50e9)
+
+
+def test_an_equally_cheap_trial_at_equal_accuracy_goes_on():
+    study = _study_with_cheap_trials(8)
+    assert not _pruned_after_first_epoch(study, cost=1e9)
+
+
+def test_optunas_epoch_halving_lets_the_dear_trial_train_on():
+    """The difference that matters: at equal epochs the dear trial looks as good."""
+    study = optuna.create_study(direction="maximize", pruner=PRUNERS["sha-epochs"](10))
+    for _ in range(8):
+        study.add_trial(_finished(cost=1e9))
+    assert not _pruned_after_first_epoch(study, cost=50e9)
+
+
+def test_a_trial_without_a_recorded_cost_is_never_pruned():
+    study = _study_with_cheap_trials(8)
+    trial = study.ask()
+    trial.report(0.1, step=1)
+    assert not trial.should_prune()
