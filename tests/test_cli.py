@@ -366,3 +366,22 @@ def test_plugin_listing_shows_when_a_training_hyperparameter_applies(capsys):
     assert "lr_schedule          one of 'constant', 'exponential', 'step', 'cosine', 'cyclic'; " \
            "default fixed 'constant'" in out
     assert "lr_cycles            int 2..6 (only when lr_schedule is 'cyclic')" in out
+
+
+@pytest.mark.parametrize(("budget", "message"), [
+    ("0", "--budget must be more than zero, got '0'"),
+    ("-5m", "--budget needs a duration like 90s, 10m or 1h30m, got '-5m'"),
+    ("soon", "--budget needs a duration like 90s, 10m or 1h30m, got 'soon'"),
+])
+def test_bad_budget_is_one_line_and_writes_nothing(budget, message, in_tmp, capsys):
+    assert_refused(["tune", "--arch", "mlp", f"--budget={budget}"], message, capsys)
+    assert not (in_tmp / "studies").exists()
+
+
+def test_budget_ends_the_study_with_its_best_model(in_tmp, tiny_npz, capsys):
+    code = run_main(["tune", "--arch", "mlp", "--dataset", f"npz:{tiny_npz}", "--trials", "500",
+                     "--epochs", "2", "--seed", "1", "--budget", "20s"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "Stopped early: the time budget (20s) ran out" in out
+    assert "test accuracy" in out

@@ -241,7 +241,7 @@ def test_declare_training_hyperparameters():
     basics = {name: TRAINING_SPACE[name]
               for name in ("learning_rate", "batch_size", "optimizer", "weight_decay")}
     assert {name: hp.declare(name, spec) for name, spec in basics.items()} == {
-        "learning_rate": 1e-5, "batch_size": 16, "optimizer": "adam", "weight_decay": 0.0,
+        "learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0,
     }
     assert hp.specs == basics
 
@@ -353,12 +353,13 @@ def test_keras_tuner_and_the_bridge_build_the_same_model(arch, tmp_path):
 def test_bridge_suggestions_rebuild_identically_under_keras_tuner():
     x, _ = tiny_data()
     hypermodel = registry.instantiate(registry.find("cnn"), x.shape[1:], 3)
-    trial = ask({"depth": 4, "head": "flatten", "kernel_size": 5})
+    trial = ask({"depth": 3, "head": "flatten"})
     hp = OptunaHyperParameters(Space(), trial)
     model = hypermodel.build(hp)
-    # batch_norm and augment are fixed off by default: not suggestions
-    assert hp.values == trial.params | {"batch_norm": False, "augment": False}
-    assert len(trial.params) == 6
+    # batch_norm and augment are fixed off by default, kernel_size at 3: not suggestions
+    assert hp.values == trial.params | {"batch_norm": False, "augment": False,
+                                        "kernel_size": 3}
+    assert len(trial.params) == 5
     keras.backend.clear_session()
     kt_hp = keras_tuner.HyperParameters()
     for name, value in hp.values.items():
@@ -366,7 +367,7 @@ def test_bridge_suggestions_rebuild_identically_under_keras_tuner():
     kt_model = hypermodel.build(kt_hp)
     assert kt_hp.values == hp.values
     assert structure(model) == structure(kt_model)
-    assert [type(layer).__name__ for layer in model.layers].count("Conv2D") == 4
+    assert [type(layer).__name__ for layer in model.layers].count("Conv2D") == 3
 
 
 # --- KerasTuner's private API: not used -----------------------------------------------------
