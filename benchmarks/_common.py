@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import resource
@@ -57,3 +58,10 @@ class Quiet:
     def trial_finished(self, result, best):
         if self.on_trial:
             self.on_trial(result)
+
+
+def budget_args(args: argparse.Namespace) -> list[str]:
+    """The options a column's process needs to run the same budget."""
+    given = ["--dataset", args.dataset, "--trials", str(args.trials),
+             "--epochs", str(args.epochs)]
+    return given + (["--max-samples", str(args.max_samples)] if args.max_samples else [])

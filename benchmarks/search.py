@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 COLUMNS = ("autodl", "kt-hyperband", "kt-random", "optuna-random")
@@ -366,13 +368,6 @@ def plot(runs: list[dict], columns: list[str], target: float, title: str, path: 
     plt.close(figure)
 
 
-def budget_args(args: argparse.Namespace) -> list[str]:
-    """The options a column's process needs to run the same budget."""
-    given = ["--dataset", args.dataset, "--trials", str(args.trials),
-             "--epochs", str(args.epochs)]
-    return given + (["--max-samples", str(args.max_samples)] if args.max_samples else [])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", default="digits")
@@ -409,7 +404,7 @@ def main() -> None:
             for column in columns:
                 result = Path(folder) / f"{column}-{seed}.json"
                 command = [sys.executable, __file__, "--column", column, "--seed", str(seed),
-                           "--result", str(result), *budget_args(args)]
+                           "--result", str(result), *_common.budget_args(args)]
                 done = subprocess.run(command, capture_output=True, text=True)
                 if done.returncode != 0:
                     sys.exit(f"{column}, seed {seed} failed:\n{done.stderr[-3000:]}")

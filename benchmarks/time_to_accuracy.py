@@ -62,6 +62,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _common
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
@@ -521,13 +523,6 @@ def plot(runs: list[dict], columns: list[str], title: str, path: Path) -> None:
     plt.close(figure)
 
 
-def budget_args(args: argparse.Namespace) -> list[str]:
-    """The options a column's process needs to run the same budget."""
-    given = ["--dataset", args.dataset, "--trials", str(args.trials),
-             "--epochs", str(args.epochs)]
-    return given + (["--max-samples", str(args.max_samples)] if args.max_samples else [])
-
-
 def versions() -> str:
     """KerasTuner's and optuna-integration's versions (machine() names the others)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -635,7 +630,7 @@ def main() -> None:
             for column in columns:
                 result = Path(folder) / f"{column}-{seed}.json"
                 child = [sys.executable, __file__, "--column", column, "--seed", str(seed),
-                         "--result", str(result), *budget_args(args)]
+                         "--result", str(result), *_common.budget_args(args)]
                 t0 = time.time()
                 done = subprocess.run([*child, "--t0", repr(t0)], capture_output=True,
                                       text=True, cwd=folder)
