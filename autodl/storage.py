@@ -293,12 +293,14 @@ def study_facts(config: TuneConfig, splits: Splits) -> dict[str, Any]:
     }
 
 
-def recorded_facts(study: optuna.Study, needed: tuple[str, ...] = ()) -> dict[str, Any]:
+def recorded_facts(study: optuna.Study, needed: tuple[str, ...] = (),
+                   what: str | None = None) -> dict[str, Any]:
     """The facts a study recorded (:func:`study_facts`).
 
     Args:
         study: The study.
         needed: Facts the caller cannot do without.
+        what: What those facts tell, for the message (e.g. "how its data was split").
 
     Raises:
         AutodlError: If one of ``needed`` is not recorded (the study was tuned by an
@@ -307,9 +309,10 @@ def recorded_facts(study: optuna.Study, needed: tuple[str, ...] = ()) -> dict[st
     facts = study.user_attrs.get(FACTS_KEY) or {}
     missing = [key for key in needed if key not in facts]
     if missing:
+        told = f"{what} (no {', '.join(missing)})" if what else ", ".join(missing)
         raise AutodlError(
-            f"study {study.study_name!r} does not record {', '.join(missing)}: it was tuned "
-            "by an older autodl, or not by autodl; tune a new study"
+            f"study {study.study_name!r} does not record {told}: it was tuned by an older "
+            "autodl, or not by autodl; tune a new study"
         )
     return facts
 
@@ -320,7 +323,7 @@ def study_splits(study: optuna.Study) -> Splits:
     Raises:
         AutodlError: If the study does not record them, or its dataset cannot be loaded.
     """
-    facts = recorded_facts(study, SPLIT_FACTS)
+    facts = recorded_facts(study, SPLIT_FACTS, "how its data was split")
     try:
         dataset = load_dataset(facts["dataset"], facts["image_size"])
     except AutodlError as error:

@@ -293,7 +293,6 @@ class TrialRunner:
             ``<folder>/<study>/trial-NNNNN``; ``None`` for none.
         mixed_precision: Compute in float16 (Keras's ``mixed_float16`` policy), with
             float32 variables and outputs.
-        cost_limit: Prunes, untrained, a model too dear for the task; ``None``: none.
         deadline: ``time.monotonic()`` of the time budget's end: a trial stops (and
             completes with its best epoch) when another epoch would overrun it.
     """
@@ -310,7 +309,6 @@ class TrialRunner:
         save_model: Callable[[optuna.Trial, keras.Model], None],
         tensorboard: str | None = None,
         mixed_precision: bool = False,
-        cost_limit: CostLimit | None = None,
         deadline: float | None = None,
     ) -> None:
         self.hypermodel = hypermodel
@@ -324,7 +322,8 @@ class TrialRunner:
         self.seed = seed
         self.listener = listener
         self.save_model = save_model
-        self.cost_limit = cost_limit
+        # Prunes, untrained, a model too dear for the task.
+        self.cost_limit = CostLimit.for_task(splits.input_shape)
         self.deadline = deadline
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -350,8 +349,6 @@ class TrialRunner:
         flops = forward_flops(model)
         trial.set_user_attr(TrialAttr.FLOPS, flops)
         trial.set_user_attr(TrialAttr.EPOCH_FLOPS, epoch_flops(flops, len(self.splits.y_train)))
-        if self.cost_limit is None:
-            return
         trial.set_constraint("cost", self.cost_limit.excess(flops))
         problem = self.cost_limit.problem(flops)
         if problem:

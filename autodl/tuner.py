@@ -21,7 +21,6 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autodl import registry, storage
 from autodl.config import TRAINING_SPACE, Space, TuneConfig, describe_conditions
-from autodl.cost import CostLimit
 from autodl.datasets import Splits, load_dataset, make_splits
 from autodl.errors import AutodlError, choose
 from autodl.hyperparameters import declared_conditions, optuna_params
@@ -287,7 +286,6 @@ def run_trials(
     runner = TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
                     config.seed, listener, store.save, tensorboard=config.tensorboard,
                     mixed_precision=config.mixed_precision,
-                    cost_limit=CostLimit.for_task(splits.input_shape),
                     deadline=budget_end)
 
     def admitted(trial: optuna.Trial) -> float:

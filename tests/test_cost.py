@@ -13,7 +13,7 @@ from conftest import make_images
 
 from autodl import registry
 from autodl.config import TRAINING_SPACE, Choice, Fixed, FloatRange, IntRange, Space
-from autodl.cost import CostLimit, flops_cap, forward_flops
+from autodl.cost import flops_cap, forward_flops
 from autodl.datasets import Dataset, make_splits
 from autodl.hyperparameters import OptunaHyperParameters
 from autodl.storage import TrialAttr
@@ -92,8 +92,7 @@ def splits():
 def _runner(splits, **options) -> TrialRunner:
     return TrialRunner(Widths(), splits, Space(), epochs=2, patience=2, seed=0,
                        listener=type("Quiet", (), {"epoch_end": lambda *a: None})(),
-                       save_model=lambda trial, model: None,
-                       cost_limit=CostLimit.for_task((8, 8, 1)), **options)
+                       save_model=lambda trial, model: None, **options)
 
 
 def test_every_trial_records_its_cost_and_a_dear_one_is_pruned_untrained(splits):

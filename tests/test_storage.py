@@ -124,9 +124,9 @@ def test_a_joining_run_uses_the_studys_recorded_split(in_tmp, tiny_npz, monkeypa
     used = []
     real_run_trials = tuner.run_trials
 
-    def spy(study, hypermodel, splits, config, listener):
+    def spy(study, hypermodel, splits, config, listener, *args):
         used.append(splits)
-        return real_run_trials(study, hypermodel, splits, config, listener)
+        return real_run_trials(study, hypermodel, splits, config, listener, *args)
 
     monkeypatch.setattr(tuner, "run_trials", spy)
     # Another machine, or a later run, with another seed and validation fraction.
