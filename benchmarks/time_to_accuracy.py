@@ -1,7 +1,7 @@
 """Time to accuracy: how soon each tool, with its own defaults, hands back a good model.
 
     python benchmarks/time_to_accuracy.py [--dataset idx:../shared/datasets/mnist]
-        [--columns autodl,kt-hyperband,kt-random,optuna-tpe-hyperband] [--seeds 3]
+        [--columns autodl,autodl-epoch-rungs,kt-hyperband,...] [--seeds 3]
         [--trials 30] [--epochs 10] [--max-samples N] [--out benchmarks/out]
 
 What users compare: each tool run the way its documentation teaches, on the full real
@@ -12,6 +12,9 @@ and that model's test accuracy is known.
 * ``autodl``: the real CLI, ``autodl tune --arch cnn --dataset idx:DIR --trials T
   --epochs E --seed S --storage sqlite:///TMP/s.db``, nothing else: whatever defaults
   autodl has (``--max-samples`` is passed on only when given here, for smoke runs).
+* ``autodl-epoch-rungs``, ``autodl-kernels-3-5``: ablations, the same command with one
+  lever turned back: ``--pruner sha-epochs`` (Optuna's successive halving, rungs in
+  epochs) or ``--set kernel_size=[3,5]`` (5x5 kernels searched too).
 * ``kt-hyperband``: KerasTuner ``Hyperband(objective="val_accuracy", max_epochs=E,
   factor=3, seed=S)`` over the KerasTuner tutorial's CNN space (below), searched with the
   tutorial's ``EarlyStopping(monitor="val_loss", patience=5)``; it runs as many trials as
@@ -68,7 +71,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = "idx:../shared/datasets/mnist"
-COLUMNS = ("autodl", "kt-hyperband", "kt-random", "optuna-tpe-hyperband")
+#: autodl as shipped, and the ablations: autodl with one cost-aware lever turned back.
+AUTODL_COLUMNS = {
+    "autodl": [],
+    "autodl-epoch-rungs": ["--pruner", "sha-epochs"],  # rungs in epochs, not training FLOPs
+    "autodl-kernels-3-5": ["--set", "kernel_size=[3,5]"],  # the wider kernel space
+}
+COLUMNS = (*AUTODL_COLUMNS, "kt-hyperband", "kt-random", "optuna-tpe-hyperband")
 BASELINE = "kt-hyperband"
 KT_FACTOR = 3
 #: Early stopping as the KerasTuner Hyperband tutorial writes it (users copy it).
@@ -193,8 +202,8 @@ def early_stopping():
 # --- The columns ---------------------------------------------------------------------------
 
 
-def run_autodl(args: argparse.Namespace, seed: int, t0: float) -> dict:
-    """The real ``autodl tune`` CLI, then its study read back from the storage."""
+def run_autodl(args: argparse.Namespace, seed: int, t0: float, options: list[str]) -> dict:
+    """The real ``autodl tune`` CLI (with ``options``), then its study read back."""
     cli = Path(sys.executable).with_name("autodl")
     program = [str(cli)] if cli.exists() else (
         [shutil.which("autodl")] if shutil.which("autodl") else [sys.executable, "-m", "autodl"])
@@ -202,7 +211,7 @@ def run_autodl(args: argparse.Namespace, seed: int, t0: float) -> dict:
         storage = f"sqlite:///{folder}/s.db"
         command = [*program, "tune", "--arch", "cnn", "--dataset", args.dataset,
                    "--trials", str(args.trials), "--epochs", str(args.epochs),
-                   "--seed", str(seed), "--storage", storage]
+                   "--seed", str(seed), "--storage", storage, *options]
         if args.max_samples:
             command += ["--max-samples", str(args.max_samples)]
         done = subprocess.run(command, capture_output=True, text=True, cwd=folder)
@@ -386,8 +395,8 @@ def run_optuna(args, seed: int, clock: Clock, splits) -> dict:
 
 def run_column(column: str, seed: int, t0: float, args: argparse.Namespace) -> dict:
     """One column's search for one seed, in this (fresh) process."""
-    if column == "autodl":
-        result = run_autodl(args, seed, t0)
+    if column in AUTODL_COLUMNS:
+        result = run_autodl(args, seed, t0, AUTODL_COLUMNS[column])
     else:
         import keras
 
