@@ -17,7 +17,7 @@ from typing import ClassVar, NoReturn
 
 from autodl import __version__
 from autodl._imports import native_stderr_hidden
-from autodl.config import DEFAULT_STORAGE, TuneConfig, describe_training
+from autodl.config import DEFAULT_STORAGE, TRIALS_PER_WORKER, TuneConfig, describe_training
 from autodl.datasets import DATASETS
 from autodl.errors import AutodlError
 from autodl.progress import ProgressPrinter, format_value
@@ -203,7 +203,19 @@ class Tune(Command):
                             help="side in pixels that images:DIR photos are resized to "
                             "(default: 96)")
         parser.add_argument("--workers", type=int, help="worker processes on this machine, each "
-                            "running trials of the study (default: 1)")
+                            "running trials of the study; 0 runs them in this process, "
+                            "unsupervised, e.g. to debug a plugin (default: 1)")
+        parser.add_argument("--trials-per-worker", dest="trials_per_worker", type=int,
+                            metavar="N", help="replace a worker process by a fresh one after "
+                            f"N trials, to free what TensorFlow keeps (default: "
+                            f"{TRIALS_PER_WORKER})")
+        parser.add_argument("--worker-memory", dest="worker_memory", metavar="SIZE",
+                            help="replace a worker process, between trials, once its memory "
+                            "passes SIZE, e.g. 6GiB (default: half the machine's memory, "
+                            "shared by the workers)")
+        parser.add_argument("--trial-timeout", dest="trial_timeout", type=float, metavar="SEC",
+                            help="fail a trial still running after SEC seconds (its worker is "
+                            "killed and replaced)")
         parser.add_argument("--heartbeat", type=int, metavar="SEC",
                             help="seconds between a running trial's heartbeats; a trial silent "
                             "for twice that (its process died) is marked FAIL and retried once "

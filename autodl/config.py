@@ -441,6 +441,39 @@ def parse_duration(text: str, option: str) -> float:
     if total <= 0:
         raise AutodlError(f"{option} must be more than zero, got {text!r}")
     return total
+_SIZE = re.compile(r"(\d+(?:\.\d*)?)\s*([kmgt]i?b?|b)")
+_SIZE_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+def parse_size(text: str, option: str) -> int:
+    """Bytes in a size such as ``6GiB``, ``6G`` (binary), ``500MB`` (decimal) or ``1.5TiB``.
+
+    Raises:
+        AutodlError: If ``text`` is not such a size, or is not above zero.
+    """
+    match = _SIZE.fullmatch(text.strip().lower()) if isinstance(text, str) else None
+    if not match:
+        raise AutodlError(f"{option} needs a size like 6GiB or 500MB, got {text!r}")
+    number, unit = float(match[1]), match[2]
+    if unit in _SIZE_UNITS:
+        size = number * _SIZE_UNITS[unit]
+    else:  # KiB, MiB, ... and the bare K, M, G, T
+        size = number * 1024 ** (1 + "kmgt".index(unit[0]))
+    if size < 1:
+        raise AutodlError(f"{option} must be more than zero, got {text!r}")
+    return int(size)
+
+
+#: Trials a worker process runs before a fresh one replaces it: starting one costs about
+#: 5 s, and each trial leaves about 7 MiB behind in it (benchmarks/RESULTS.md, workers).
+TRIALS_PER_WORKER = 20
+
+
+def machine_memory() -> int:
+    """This machine's physical memory in bytes."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
 _STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -468,6 +501,9 @@ class TuneConfig:
     image_size: int = 96
     weights: str | None = None
     workers: int = 1
+    trials_per_worker: int = TRIALS_PER_WORKER
+    worker_memory: str | None = None
+    trial_timeout: float | None = None
     heartbeat: int = 60
     artifacts: str | None = None
     tensorboard: str | None = None
@@ -478,6 +514,17 @@ class TuneConfig:
     def budget_seconds(self) -> float | None:
         """``--budget`` in seconds (``None``: no budget)."""
         return None if self.budget is None else parse_duration(self.budget, "--budget")
+
+    @property
+    def worker_memory_bytes(self) -> int:
+        """``--worker-memory`` in bytes; by default half the machine's, shared by the workers.
+
+        Half: a worker is replaced only between trials, so the next trial's own peak
+        must still fit.
+        """
+        if self.worker_memory is not None:
+            return parse_size(self.worker_memory, "--worker-memory")
+        return machine_memory() // (2 * max(self.workers, 1))
 
     @property
     def study_name(self) -> str:
@@ -497,18 +544,28 @@ class TuneConfig:
         for name in ("trials", "epochs"):
             if getattr(self, name) < 1:
                 raise AutodlError(f"--{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("patience", "workers", "heartbeat"):
+        for name in ("patience", "trials_per_worker", "heartbeat"):
             if getattr(self, name) < 1:
-                raise AutodlError(f"--{name} must be at least 1, got {getattr(self, name)}")
+                option = name.replace("_", "-")
+                raise AutodlError(f"--{option} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise AutodlError(f"--workers must be 0 (no worker process) or more, got "
+                              f"{self.workers}")
         if self.budget is not None:
             parse_duration(self.budget, "--budget")
+        if self.worker_memory is not None:
+            parse_size(self.worker_memory, "--worker-memory")
         for name in ("val_split", "test_split"):
             if not 0 < getattr(self, name) < 1:
                 raise AutodlError(f"--{name.replace('_', '-')} must be between 0 and 1")
         if self.max_samples is not None and self.max_samples < 10:
             raise AutodlError("--max-samples must be at least 10")
-        if self.timeout is not None and not (self.timeout > 0 and math.isfinite(self.timeout)):
-            raise AutodlError("--timeout must be a positive number of seconds")
+        for name in ("timeout", "trial_timeout"):
+            seconds = getattr(self, name)
+            if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
+                option = name.replace("_", "-")
+                raise AutodlError(f"--{option} must be a positive number of seconds, "
+                                  f"got {seconds}")
         if self.image_size < 8:
             raise AutodlError("--image-size must be at least 8")
         if not _STUDY_NAME.fullmatch(self.study_name):

@@ -111,6 +111,11 @@ class ProgressPrinter:
         print(f"Data: {data}", file=self.out, flush=True)
         self._draw()
 
+    def trial_started(self, trial_number: int) -> None:
+        """Show the trial on the status line, at epoch 0 until its first epoch ends."""
+        self.running[trial_number] = 0
+        self._draw()
+
     def epoch_end(self, trial_number: int, epoch: int, record: dict[str, float]) -> None:
         """Show the trial's epoch on the status line."""
         self.running[trial_number] = epoch

@@ -66,7 +66,8 @@ class TrialAttr:
     PRUNED_BECAUSE = "pruned_because"
     #: Why a failed trial failed, in words.
     FAIL_REASON = "fail_reason"
-    #: The kind of failure (``diverged``, ``interrupted``, an exception's name).
+    #: The kind of failure (``diverged``, ``interrupted``, ``timeout``, an exception's
+    #: name, the signal that killed its worker).
     FAIL_KIND = "fail_kind"
     #: The id of the trial's model in the artifact store.
     MODEL_ARTIFACT = "model_artifact_id"
@@ -412,6 +413,37 @@ def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial,
             raise AutodlError(f"the model of trial #{trial.number} is missing from "
                               f"{store.directory}") from None
         return keras.models.load_model(path, safe_mode=True)
+
+
+def failure_attrs(kind: str, reason: str) -> dict[str, str]:
+    """The trial attributes that say why a trial failed."""
+    return {TrialAttr.FAIL_REASON: f"{kind}: {reason}"[:1000], TrialAttr.FAIL_KIND: kind}
+
+
+def fail_lost_trial(
+    storage: optuna.storages.BaseStorage, study: optuna.Study, number: int, kind: str,
+    reason: str,
+) -> tuple[optuna.trial.FrozenTrial, bool]:
+    """Fail a trial whose process is gone, saying why, unless it had finished already.
+
+    Args:
+        storage: The study's storage.
+        study: The study.
+        number: The trial's number.
+        kind: The kind of failure (see :attr:`TrialAttr.FAIL_KIND`).
+        reason: Why, in words.
+
+    Returns:
+        The trial as stored now, and whether it was failed here.
+    """
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study.study_name), number)
+    if storage.get_trial(trial_id).state != TrialState.RUNNING:
+        return storage.get_trial(trial_id), False
+    for key, value in failure_attrs(kind, reason).items():
+        storage.set_trial_user_attr(trial_id, key, value)
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    return storage.get_trial(trial_id), True
 
 
 def finished_trials(study: optuna.Study) -> int:

@@ -24,7 +24,7 @@ from autodl.optimizers import OPTIMIZERS
 from autodl.pipeline import InputPipeline
 from autodl.plugin import overrides_fit, owns_compile
 from autodl.runtime import training_device
-from autodl.storage import TrialAttr
+from autodl.storage import TrialAttr, failure_attrs
 
 MONITOR = "val_accuracy"
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -273,8 +273,8 @@ def is_new_best(study: optuna.Study, value: float) -> bool:
 
 
 def _record_failure(trial: optuna.Trial, kind: str, reason: str) -> None:
-    trial.set_user_attr(TrialAttr.FAIL_REASON, f"{kind}: {reason}"[:1000])
-    trial.set_user_attr(TrialAttr.FAIL_KIND, kind)
+    for key, value in failure_attrs(kind, reason).items():
+        trial.set_user_attr(key, value)
 
 
 class TrialRunner:

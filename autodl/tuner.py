@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -47,6 +48,8 @@ class TrialResult:
     seconds: float | None
     hyperparameters: dict[str, Any]
     reason: str | None = None
+    #: A failed trial's kind of failure (:attr:`TrialAttr.FAIL_KIND`).
+    kind: str | None = None
 
     @classmethod
     def from_frozen(cls, trial: FrozenTrial) -> TrialResult:
@@ -66,6 +69,7 @@ class TrialResult:
             seconds=attrs.get(TrialAttr.TRAIN_SECONDS),
             hyperparameters=storage.hyperparameters(trial),
             reason=reason,
+            kind=attrs.get(TrialAttr.FAIL_KIND) if trial.state == TrialState.FAIL else None,
         )
 
 
@@ -94,30 +98,73 @@ class TuneListener(EpochListener, Protocol):
                 requested: int) -> None:
         """The study is open; ``finished`` trials of ``requested`` already exist."""
 
+    def trial_started(self, trial_number: int) -> None:
+        """A trial started."""
+
     def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None:
         """A trial ended (complete, pruned or failed); ``best`` is the study's best."""
 
 
 class _FailureStreak:
-    """Stops the study after several failures in a row of the same kind."""
+    """Says stop after several failures in a row of the same kind."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.kinds: list[str] = []
         self.reason: str | None = None
 
-    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if trial.state != TrialState.FAIL:
+    def add(self, result: TrialResult) -> None:
+        """Count a finished trial."""
+        if result.state != TrialState.FAIL.name:
             self.kinds.clear()
             return
-        self.kinds.append(trial.user_attrs.get(TrialAttr.FAIL_KIND, "error"))
+        self.kinds.append(result.kind or "error")
         last = self.kinds[-self.limit:]
         if len(last) == self.limit and len(set(last)) == 1:
-            self.reason = (
-                f"stopped after {self.limit} failed trials in a row ({last[0]}); last: "
-                f"{trial.user_attrs.get(TrialAttr.FAIL_REASON, 'no reason recorded')}"
-            )
-            study.stop()
+            self.reason = (f"stopped after {self.limit} failed trials in a row ({last[0]}); "
+                           f"last: {result.reason or 'no reason recorded'}")
+
+
+class _RunMonitor:
+    """Passes the trials' progress on to the listener, wherever they run.
+
+    It also keeps the failure streak, and fails the trials whose worker died: it is the
+    :class:`autodl.workers.Supervision` of the worker processes.
+    """
+
+    def __init__(self, study: optuna.Study, study_storage: optuna.storages.BaseStorage,
+                 listener: TuneListener) -> None:
+        self.study = study
+        self.storage = study_storage
+        self.listener = listener
+        self.streak = _FailureStreak(FAILURE_STREAK)
+        # What Optuna does with a trial whose heartbeat stopped: its parameters once more.
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+
+    def epoch_end(self, trial_number: int, epoch: int, record: dict[str, float]) -> None:
+        self.listener.epoch_end(trial_number, epoch, record)
+
+    def trial_started(self, trial_number: int) -> None:
+        self.listener.trial_started(trial_number)
+
+    def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None:
+        self.streak.add(result)
+        self.listener.trial_finished(result, best)
+
+    def trial_lost(self, trial_number: int, kind: str, reason: str, retry: bool) -> None:
+        trial, failed_here = storage.fail_lost_trial(self.storage, self.study, trial_number,
+                                                     kind, reason)
+        if failed_here and retry:
+            self.retry(self.study, trial)
+        best = _best(self.study)
+        self.trial_finished(TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best))
+
+    def stop_reason(self) -> str | None:
+        return self.streak.reason
+
+    def stopping(self) -> bool:
+        """Whether no more trials should start."""
+        return self.streak.reason is not None
 
 
 def _collect_garbage(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -226,27 +273,20 @@ def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
     return choose(PRUNERS, config.pruner, "pruner")(config.epochs)
 
 
-def make_sampler(config: TuneConfig, worker: int) -> optuna.samplers.BaseSampler:
-    """The ``--sampler`` for one worker.
+def make_sampler(config: TuneConfig, trial_number: int) -> optuna.samplers.BaseSampler:
+    """The ``--sampler`` that suggests trial ``trial_number``'s values.
 
-    Each worker's sampler gets its own seed, or workers would suggest the same values.
+    Seeded by the trial's number, so that what a trial is given depends on the seed and
+    the study, not on which worker process asks, or how many trials that one ran before.
     """
-    seed = None if config.seed is None else config.seed + 1000 * worker
+    seed = None if config.seed is None else config.seed + trial_number
     return choose(SAMPLERS, config.sampler, "sampler")(seed)
-
-
-def _load_study(config: TuneConfig, worker: int = 0) -> optuna.Study:
-    return optuna.load_study(
-        study_name=config.study_name,
-        storage=storage.open_storage(config.storage, config.heartbeat),
-        sampler=make_sampler(config, worker),
-        pruner=make_pruner(config),
-    )
 
 
 def run_trials(
     study: optuna.Study, hypermodel: Any, splits: Splits, config: TuneConfig,
     listener: TuneListener, started: float | None = None,
+    spent: Callable[[], bool] | None = None,
 ) -> str | None:
     """Run trials in this process until the study holds enough of them.
 
@@ -260,15 +300,16 @@ def run_trials(
         splits: The study's data.
         config: The validated configuration.
         listener: Told about progress.
-        started: ``time.monotonic()`` when the run began, where ``--budget`` counts
-            from (default: now).
+        started: ``time.monotonic()`` when the run began, where ``--budget`` and
+            ``--timeout`` count from (default: now).
+        spent: Asked before each trial; ``True`` stops the loop (a worker due to be
+            replaced, a streak of failures).
 
     Returns:
-        Why it stopped before that, if it did (a streak of failures, the budget).
+        Why it stopped before the study was complete, if it did (the budget).
     """
     in_flight = (*storage.FINISHED, TrialState.RUNNING)
     store = storage.ModelStore(storage.artifact_dir(config.storage, config.artifacts))
-    streak = _FailureStreak(FAILURE_STREAK)
     lock = storage.AdmissionLock(config.storage, study.study_name)
 
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -277,11 +318,11 @@ def run_trials(
             TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best)
         )
 
-    now = time.monotonic()
+    started = time.monotonic() if started is None else started
     budget, timeout = config.budget_seconds, config.timeout
-    budget_end = None if budget is None else (started or now) + budget
+    budget_end = None if budget is None else started + budget
     # No trial starts after --timeout or the budget's end.
-    deadline = min((end for end in (budget_end, timeout and now + timeout) if end),
+    deadline = min((end for end in (budget_end, timeout and started + timeout) if end),
                    default=None)
     runner = TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
                     config.seed, listener, store.save, tensorboard=config.tensorboard,
@@ -290,18 +331,21 @@ def run_trials(
 
     def admitted(trial: optuna.Trial) -> float:
         lock.release()  # the trial exists now, so the next worker's count includes it
+        listener.trial_started(trial.number)
         return runner(trial)
 
     try:
-        while streak.reason is None and (deadline is None or time.monotonic() < deadline):
+        while not (spent and spent()) and (deadline is None or time.monotonic() < deadline):
             lock.acquire()
             try:
                 # A killed worker's trial would otherwise count as in flight forever.
                 optuna.storages.fail_stale_trials(study)
-                if len(study.get_trials(deepcopy=False, states=in_flight)) >= config.trials:
+                trials = study.get_trials(deepcopy=False)
+                if sum(trial.state in in_flight for trial in trials) >= config.trials:
                     break
+                study.sampler = make_sampler(config, len(trials))
                 study.optimize(admitted, n_trials=1, catch=(Exception,),
-                               callbacks=[report, streak, _collect_garbage])
+                               callbacks=[report, _collect_garbage])
             finally:
                 lock.release()
     except Exception as error:
@@ -314,17 +358,31 @@ def run_trials(
         ) from None
     finally:
         lock.close()
-    if streak.reason is None and budget_end is not None and time.monotonic() >= budget_end:
+    if budget_end is not None and time.monotonic() >= budget_end:
         return f"the time budget ({config.budget}) ran out"
-    return streak.reason
+    return None
 
 
-def work(config: TuneConfig, worker: int, listener: TuneListener) -> str | None:
-    """One worker process's share of a study that ``tune`` has checked and opened."""
+def work(config: TuneConfig, listener: TuneListener, spent: Callable[[], bool],
+         started: float) -> str | None:
+    """A worker process's trials, on a study that ``tune`` has checked and opened.
+
+    Args:
+        config: The validated configuration.
+        listener: Told about progress.
+        spent: Asked before each trial; ``True`` ends the worker.
+        started: When the run began (``time.time()``).
+    """
     quiet_libraries()
-    study = _load_study(config, worker)
+    study = optuna.load_study(
+        study_name=config.study_name,
+        storage=storage.open_storage(config.storage, config.heartbeat),
+        pruner=make_pruner(config),
+    )
     splits = storage.study_splits(study)
-    return run_trials(study, make_hypermodel(config, splits), splits, config, listener)
+    began = time.monotonic() - (time.time() - started)  # the same instant, in this clock
+    return run_trials(study, make_hypermodel(config, splits), splits, config, listener,
+                      began, spent)
 
 
 def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
@@ -340,12 +398,13 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     Raises:
         AutodlError: For any bad input; nothing has been written to the storage then.
     """
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     quiet_libraries()
     hypermodel, splits, default_params = _check_and_prepare(config)
     facts = storage.study_facts(config, splits)
+    study_storage = storage.open_storage(config.storage, config.heartbeat)
     study = storage.open_study(
-        storage.open_storage(config.storage, config.heartbeat),
+        study_storage,
         config.study_name,
         facts,
         make_sampler(config, 0),
@@ -366,14 +425,17 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     if config.seed is not None:
         np.random.seed(config.seed)
     stop_reason, interrupted = None, False
+    monitor = _RunMonitor(study, study_storage, listener)
     if finished < config.trials:
         try:
-            if config.workers > 1:
-                stop_reason = run_in_workers(work, config, listener)
+            if config.workers:
+                stop_reason = run_in_workers(work, config, monitor, started_at)
             else:
-                stop_reason = run_trials(study, hypermodel, splits, config, listener, started)
+                stop_reason = run_trials(study, hypermodel, splits, config, monitor, started,
+                                         monitor.stopping)
         except KeyboardInterrupt:  # the running trials are already marked FAIL, "interrupted"
             interrupted = True
+        stop_reason = monitor.stop_reason() or stop_reason
 
     counts = {state.name: 0 for state in (TrialState.COMPLETE, TrialState.PRUNED,
                                           TrialState.FAIL)}

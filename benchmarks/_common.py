@@ -52,6 +52,9 @@ class Quiet:
     def started(self, *args):
         pass
 
+    def trial_started(self, *args):
+        pass
+
     def epoch_end(self, *args):
         pass
 

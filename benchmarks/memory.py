@@ -1,50 +1,137 @@
-"""Memory of a long study: peak RSS after 5 and after 40 small trials, one process.
+"""Memory of a long study: the whole process tree's peak RSS early and late, supervised
+worker processes against every trial in one process.
 
-    python benchmarks/memory.py [--trials 40]
+    python benchmarks/memory.py [--trials 200]
 
-Runs `mlp` on digits with the default search space (2 epochs a trial, so every
-trial builds a differently shaped model) and records the process's resident
-memory as trials finish. Target: peak after 40 trials <= 1.15 x peak after 5.
+Runs `mlp` on digits with the default search space (2 epochs a trial, no pruning, so
+every trial trains a differently shaped model) twice: as `autodl tune` runs it (trials
+in a supervised worker, replaced every `--trials-per-worker` trials) and with
+`--workers 0` (every trial in the tuning process, as before workers were supervised).
+A thread samples the resident memory of this process and all its descendants every
+0.1 s; a sample belongs to the window of finished trials it was taken in. Target
+(supervised): peak during trials 190-200 <= 1.05 x peak during trials 10-20.
+
+It also times what replacing a worker costs: the gap between a trial's end and the
+next one's start where a new worker started, against the other gaps.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
+import threading
+import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import Quiet, current_rss_mib, machine, peak_rss_mib  # noqa: E402
+from _common import Quiet, machine  # noqa: E402
 
-from autodl.config import TuneConfig  # noqa: E402
+from autodl.config import TRIALS_PER_WORKER, TuneConfig  # noqa: E402
 from autodl.runtime import setup_devices  # noqa: E402
 from autodl.tuner import tune  # noqa: E402
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def tree_rss_mib(root: int) -> float:
+    """Resident memory of process ``root`` and all its descendants."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:  # the command name may hold spaces: the parent follows its closing ")"
+                parents[int(entry.name)] = int(
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, grew = {root}, True
+    while grew:
+        children = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    total = 0
+    for pid in tree:
+        try:
+            total += int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+        except (OSError, IndexError):
+            continue  # it ended meanwhile
+    return total / 2**20
+
+
+class Recorder(Quiet):
+    """Samples the tree's memory against trials finished, and times trial starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished = 0
+        self.peaks: dict[int, float] = {}  # trials finished when sampled: peak MiB then
+        self.gaps: list[float] = []  # from each trial's end to the next one's start
+        self.last_end: float | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.1):
+            rss = tree_rss_mib(os.getpid())
+            self.peaks[self.finished] = max(self.peaks.get(self.finished, 0.0), rss)
+
+    def trial_started(self, trial_number: int) -> None:
+        if self.last_end is not None:
+            self.gaps.append(time.perf_counter() - self.last_end)
+
+    def trial_finished(self, result, best) -> None:
+        self.finished += 1
+        self.last_end = time.perf_counter()
+
+    def peak(self, start: int, end: int) -> float:
+        """Peak MiB while ``start`` to ``end`` trials had finished."""
+        return max(mib for finished, mib in self.peaks.items() if start <= finished < end)
+
+
+def run(trials: int, workers: int, trials_per_worker: int,
+        folder: str) -> tuple[Recorder, float]:
+    config = TuneConfig(arch="mlp", trials=trials, epochs=2, pruner="none", workers=workers,
+                        trials_per_worker=trials_per_worker, seed=0, study="memory",
+                        storage=f"sqlite:///{folder}/w{workers}.db")
+    recorder = Recorder()
+    start = time.perf_counter()
+    tune(config, recorder)
+    recorder.done.set()
+    return recorder, time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=40)
-    parser.add_argument("--early", type=int, default=5)
+    parser.add_argument("--trials", type=int, default=200)
+    parser.add_argument("--window", type=int, default=10, help="trials per window: the early "
+                        "window is the second one")
+    parser.add_argument("--trials-per-worker", type=int, default=TRIALS_PER_WORKER)
     args = parser.parse_args()
+    early, late = (args.window, 2 * args.window), (args.trials - args.window, args.trials)
     setup_devices()
-    samples: dict[int, tuple[float, float]] = {}
-    finished = []
-
-    def record(result) -> None:
-        finished.append(result.number)
-        samples[len(finished)] = (peak_rss_mib(), current_rss_mib())
-
-    with tempfile.TemporaryDirectory() as folder:
-        config = TuneConfig(arch="mlp", trials=args.trials, epochs=2, pruner="none",
-                            storage=f"sqlite:///{folder}/autodl.db", study="memory", seed=0)
-        tune(config, Quiet(record))
-    early_peak, early_now = samples[args.early]
-    late_peak, late_now = samples[max(samples)]
     print(f"machine: {machine()}")
-    print(f"after {args.early} trials: peak RSS {early_peak:.0f} MiB, current {early_now:.0f} MiB")
-    print(f"after {max(samples)} trials: peak RSS {late_peak:.0f} MiB, current {late_now:.0f} MiB")
-    print(f"peak ratio: {late_peak / early_peak:.3f}")
+    print(f"mlp on digits, {args.trials} trials of 2 epochs, seed 0, a new worker every "
+          f"{args.trials_per_worker} trials; peak RSS of the process tree while trials "
+          f"{early[0]}-{early[1]} and {late[0]}-{late[1]} were running")
+    print(f"| run | peak {early[0]}-{early[1]} (MiB) | peak {late[0]}-{late[1]} (MiB) "
+          "| ratio | wall (s) |")
+    print("|---|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as folder:
+        for name, workers in (("supervised worker (default)", 1), ("one process", 0)):
+            recorder, wall = run(args.trials, workers, args.trials_per_worker, folder)
+            first, last = recorder.peak(*early), recorder.peak(*late)
+            print(f"| {name} | {first:.0f} | {last:.0f} | {last / first:.3f} | {wall:.0f} |",
+                  flush=True)
+            if workers:
+                every = args.trials_per_worker
+                replaced = [gap for n, gap in enumerate(recorder.gaps, 1) if n % every == 0]
+                kept = [gap for n, gap in enumerate(recorder.gaps, 1) if n % every]
+                print(f"  between trials: {statistics.median(kept):.2f} s (median); where a "
+                      f"new worker started (every {every} trials, {len(replaced)} times): "
+                      f"{statistics.median(replaced):.2f} s (median)")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,11 @@ from conftest import REPO
 
 @pytest.mark.parametrize(("script", "args", "expected"), [
     ("overhead.py", ["--trials", "1", "--epochs", "1"], "fit time ratio autodl/plain"),
-    ("memory.py", ["--trials", "2", "--early", "1"], "peak ratio"),
+    ("memory.py", ["--trials", "4", "--window", "1", "--trials-per-worker", "2"],
+     "| one process |"),
     ("report.py", ["--trials", "2"], "report seconds on 2 trials"),
+    ("workers.py", ["--trials", "2", "--epochs", "1", "--repeats", "1"],
+     "same trials (states, parameters, values) in both: yes"),
     ("throughput.py", ["--trials", "2", "--workers", "2"], "| sqlite | 2 |"),
 ])
 def test_benchmark_runs_at_smallest_budget(script, args, expected, tmp_path):

@@ -307,10 +307,15 @@ def test_ctrl_c_fails_the_running_trial_prints_the_summary_and_exits_130(in_tmp,
                      "--pruner", "none", trials=5)
     process = subprocess.Popen([sys.executable, "-m", "autodl", *args], cwd=in_tmp,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in process.stdout:  # wait until the first trial is training
+    for line in process.stdout:  # wait until the study exists
         if line.startswith("Data:"):
             break
-    time.sleep(3)
+    while load("c").trials[0].state.name != "RUNNING":  # and its first trial trains
+        time.sleep(0.5)
+    time.sleep(2)
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    assert children  # the worker, training
+    # Sent to autodl alone, as `kill -INT` does: it tells its workers itself.
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
@@ -320,6 +325,15 @@ def test_ctrl_c_fails_the_running_trial_prints_the_summary_and_exits_130(in_tmp,
     trial = load("c").trials[-1]
     assert trial.state.name == "FAIL"
     assert trial.user_attrs["fail_reason"] == "interrupted: stopped by the user"
+
+    def running(pid: str) -> bool:  # a zombie has ended; init reaps it soon
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    time.sleep(1)  # multiprocessing's resource tracker ends when it sees autodl gone
+    assert not [pid for pid in children if running(pid)]
 
 
 def test_the_guide_preset_runs_the_guides_network(in_tmp, tiny_npz):

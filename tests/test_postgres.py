@@ -198,6 +198,9 @@ class _SameLengthTrials:
 
 
 class _Quiet:
+    def trial_started(self, trial_number) -> None:
+        pass
+
     def trial_finished(self, result, best) -> None:
         pass
 
