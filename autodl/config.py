@@ -548,6 +548,8 @@ class TuneConfig:
             if getattr(self, name) < 1:
                 option = name.replace("_", "-")
                 raise AutodlError(f"--{option} must be at least 1, got {getattr(self, name)}")
+        if self.seed is not None and self.seed < 0:
+            raise AutodlError(f"--seed must be 0 or more, got {self.seed}")
         if self.workers < 0:
             raise AutodlError(f"--workers must be 0 (no worker process) or more, got "
                               f"{self.workers}")

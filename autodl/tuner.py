@@ -278,8 +278,11 @@ def make_sampler(config: TuneConfig, trial_number: int) -> optuna.samplers.BaseS
 
     Seeded by the trial's number, so that what a trial is given depends on the seed and
     the study, not on which worker process asks, or how many trials that one ran before.
+    The seed is mixed with the number (not added to it): studies seeded 1 and 2 then
+    draw unrelated values, not the same ones one trial apart.
     """
-    seed = None if config.seed is None else config.seed + trial_number
+    seed = None if config.seed is None else int(
+        np.random.SeedSequence([config.seed, trial_number]).generate_state(1)[0])
     return choose(SAMPLERS, config.sampler, "sampler")(seed)
 
 
@@ -335,13 +338,15 @@ def run_trials(
         return runner(trial)
 
     try:
-        while not (spent and spent()) and (deadline is None or time.monotonic() < deadline):
+        while deadline is None or time.monotonic() < deadline:
             lock.acquire()
             try:
                 # A killed worker's trial would otherwise count as in flight forever.
                 optuna.storages.fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False)
-                if sum(trial.state in in_flight for trial in trials) >= config.trials:
+                # Complete first: a worker due for replacement at the study's end is not.
+                if (sum(trial.state in in_flight for trial in trials) >= config.trials
+                        or (spent and spent())):
                     break
                 study.sampler = make_sampler(config, len(trials))
                 study.optimize(admitted, n_trials=1, catch=(Exception,),

@@ -28,6 +28,7 @@ import queue
 import resource
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from typing import Any, Protocol
 
 from autodl._imports import native_stderr_hidden
 from autodl.config import TuneConfig
+from autodl.errors import AutodlError
 from autodl.runtime import gpu_count, setup_devices, share_machine
 
 #: Seconds a worker interrupted by Ctrl-C gets to record its trial before it is killed.
@@ -140,6 +142,17 @@ def _interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def _end_with_supervisor() -> None:
+    """End this worker the moment its supervisor is gone (killed with -9, a lost machine).
+
+    Nobody would relay its progress or count its trials any more; its trial stays
+    RUNNING, as the supervisor's own did before, until a heartbeat check fails and
+    retries it.
+    """
+    multiprocessing.parent_process().join()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _work(work_name: tuple[str, str], config: TuneConfig, worker: int, gpus: int,
           events: Any, quota: Quota, started: float) -> None:
     """A worker process's body. It starts with Ctrl-C ignored (see :class:`_Worker`).
@@ -147,8 +160,7 @@ def _work(work_name: tuple[str, str], config: TuneConfig, worker: int, gpus: int
     ``work_name`` (module, name) is imported here rather than pickled: its module imports
     TensorFlow, whose start-up lines must be hidden, as the tuning process hides them.
     """
-    from autodl.errors import AutodlError
-
+    threading.Thread(target=_end_with_supervisor, daemon=True).start()
     signal.signal(signal.SIGINT, _interrupted)
     try:
         with native_stderr_hidden():
@@ -159,8 +171,9 @@ def _work(work_name: tuple[str, str], config: TuneConfig, worker: int, gpus: int
         reason = work(config, listener, quota.spent, started)
     except KeyboardInterrupt:  # its trial is already marked FAIL, "interrupted"
         return
-    except AutodlError as error:  # e.g. the storage became unwritable
-        reason = str(error)
+    except AutodlError as error:  # the storage became unwritable: the run cannot go on
+        events.put(("error", worker, str(error)))
+        return
     events.put(("exit", worker, (quota.recycle, reason)))
 
 
@@ -201,26 +214,32 @@ class _Worker:
 
 
 class _Supervisor:
+    """Starts, watches and replaces the workers of one run (see the module's docstring)."""
+
     def __init__(self, work: Work, config: TuneConfig, supervision: Supervision,
                  started: float) -> None:
+        self.work_name = (work.__module__, work.__qualname__)
         self.config = config
         self.supervision = supervision
+        self.started = started
         self.context = multiprocessing.get_context("spawn")
         self.events = self.context.Queue()
         self.stop = self.context.Event()
-        gpus = gpu_count()
+        self.gpus = gpu_count()
         self.memory = config.worker_memory_bytes
-        self.args = lambda worker: (
-            (work.__module__, work.__qualname__), config, worker.number, gpus, self.events,
-            Quota(config.trials_per_worker, self.memory, self.stop), started,
-        )
         self.workers = [_Worker(number) for number in range(config.workers)]
         self.reasons: list[str] = []
+        self.errors: list[str] = []  # from workers that could not go on
         self.startup_failures = 0
+
+    def _start(self, worker: _Worker) -> None:
+        quota = Quota(self.config.trials_per_worker, self.memory, self.stop)
+        worker.start(self.context, (self.work_name, self.config, worker.number, self.gpus,
+                                    self.events, quota, self.started))
 
     def run(self) -> str | None:
         for worker in self.workers:
-            worker.start(self.context, self.args(worker))
+            self._start(worker)
         try:
             while any(worker.process for worker in self.workers):
                 ended = [w for w in self.workers if w.process and not w.process.is_alive()]
@@ -237,6 +256,8 @@ class _Supervisor:
             for worker in self.workers:  # after an error of the supervisor's own
                 if worker.process and worker.process.is_alive():
                     worker.kill()
+        if self.errors:
+            raise AutodlError(self.errors[0])
         return "; ".join(dict.fromkeys(self.reasons)) or None
 
     def _relay(self, timeout: float) -> None:
@@ -260,6 +281,10 @@ class _Supervisor:
         elif kind == "trial":
             worker.trial = None
             self.supervision.trial_finished(*payload)
+        elif kind == "error":
+            self.errors.append(payload)
+            self.stop.set()
+            worker.exit = (False, None)
         else:
             worker.exit = payload
 
@@ -290,7 +315,7 @@ class _Supervisor:
         """Start a new process in the worker's slot, unless no more trials should start."""
         worker.process = None
         if not self.stop.is_set() and not self.supervision.stop_reason():
-            worker.start(self.context, self.args(worker))
+            self._start(worker)
 
     def _check_timeouts(self) -> None:
         limit = self.config.trial_timeout
@@ -313,6 +338,7 @@ class _Supervisor:
         alone reaches only it, so the workers are told here as well.
         """
         self.stop.set()
+        self._relay(timeout=0)  # a trial that started just now
         running = [worker for worker in self.workers if worker.process is not None]
         for worker in running:
             if worker.trial is None:  # starting or between trials: nothing to record
@@ -350,6 +376,7 @@ def run_in_workers(work: Work, config: TuneConfig, supervision: Supervision,
         Why workers stopped before the study was complete, if any did.
 
     Raises:
+        AutodlError: If a worker could not go on (the storage became unwritable).
         KeyboardInterrupt: On Ctrl-C, once every worker has ended.
     """
     return _Supervisor(work, config, supervision, started).run()

@@ -600,6 +600,10 @@ def main() -> None:
     parser.add_argument("--columns", default=",".join(COLUMNS),
                         help=f"comma-separated, from {', '.join(COLUMNS)}")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run are first-seed .. first-seed + seeds - 1")
+    parser.add_argument("--merge", metavar="JSON", help="runs of an earlier invocation "
+                        "(its time-to-accuracy.json) to report with these")
     parser.add_argument("--trials", type=int, default=30,
                         help="trials of autodl, kt-random and optuna-tpe-hyperband")
     parser.add_argument("--epochs", type=int, default=10, help="epoch cap per trial")
@@ -630,12 +634,13 @@ def main() -> None:
     args.dataset = resolve_dataset(args.dataset)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    runs: list[dict] = []
+    runs: list[dict] = json.loads(Path(args.merge).read_text()) if args.merge else []
+    columns += [c for c in dict.fromkeys(run["column"] for run in runs) if c not in columns]
     started = time.perf_counter()
     # The first column would otherwise pay for a cold disk cache and uncompiled modules.
     subprocess.run([sys.executable, "-c", WARM_UP], capture_output=True)
     with tempfile.TemporaryDirectory() as folder:
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for column in columns:
                 result = Path(folder) / f"{column}-{seed}.json"
                 child = [sys.executable, __file__, "--column", column, "--seed", str(seed),
@@ -654,8 +659,9 @@ def main() -> None:
     whole = time.perf_counter() - started
     text = report(args, runs, columns, command, whole)
     (out / "time-to-accuracy.md").write_text(text)
+    seeds = len({run["seed"] for run in runs})
     title = (f"{Path(args.dataset.partition(':')[2]).name or args.dataset}, {args.trials} "
-             f"trials, {args.epochs} epochs cap, {args.seeds} seeds"
+             f"trials, {args.epochs} epochs cap, {seeds} seeds"
              + (f", {args.max_samples} samples" if args.max_samples else ""))
     plot(runs, columns, title, out / "time-to-accuracy.png")
     print(text)

@@ -237,8 +237,9 @@ class Net(keras_tuner.HyperModel):
 
 def test_tune_and_retrain_a_plugin_file_whose_fit_tunes_the_batch_size(in_tmp, tiny_npz):
     (in_tmp / "fitnet.py").write_text(textwrap.dedent(FIT_PLUGIN))
+    # In this process (--workers 0), where the plugin's calls can be counted.
     assert main(tune_args(f"npz:{tiny_npz}", "--study", "fit", "--pruner", "none",
-                          arch="fitnet.py", trials=2)) == 0
+                          "--workers", "0", arch="fitnet.py", trials=2)) == 0
     study = optuna.load_study(study_name="fit", storage="sqlite:///studies/autodl.db")
     assert all("batch_size" in trial.params for trial in study.trials)
     module = sys.modules[registry.find("fitnet.py").load().__module__]

@@ -38,9 +38,12 @@ def test_kill_9_mid_trial_then_rerun_resumes_and_retries_the_lost_trial(in_tmp, 
     for line in process.stdout:
         if line.startswith("Data:"):
             break
-    time.sleep(4)  # the trial is training and has sent heartbeats
+    while len(optuna.load_study(study_name="k", storage=STORAGE).trials) < 3:
+        time.sleep(0.5)  # until its worker starts the trial
+    time.sleep(3)  # the trial is training and has sent heartbeats
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
+    time.sleep(1)  # its worker ends when it sees autodl gone: no trial runs on unseen
     killed = optuna.load_study(study_name="k", storage=STORAGE).trials[-1]
     assert killed.state.name == "RUNNING" and killed.number == 2
 
@@ -129,9 +132,10 @@ def test_a_joining_run_uses_the_studys_recorded_split(in_tmp, tiny_npz, monkeypa
         return real_run_trials(study, hypermodel, splits, config, listener, *args)
 
     monkeypatch.setattr(tuner, "run_trials", spy)
-    # Another machine, or a later run, with another seed and validation fraction.
+    # Another machine, or a later run, with another seed and validation fraction; in
+    # this process, for the spy (a worker process reads the recorded split itself).
     assert main(tune_args(data, "--study", "j", "--seed", "7", "--val-split", "0.3",
-                          trials=2)) == 0
+                          "--workers", "0", trials=2)) == 0
     recorded = storage.study_splits(storage.load_existing(STORAGE, "j"))
     assert len(used) == 1
     assert (used[0].x_val == recorded.x_val).all() and len(used[0].x_val) == len(recorded.x_val)
