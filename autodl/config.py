@@ -465,7 +465,8 @@ def parse_size(text: str, option: str) -> int:
 
 
 #: Trials a worker process runs before a fresh one replaces it: starting one costs about
-#: 5 s, and each trial leaves about 7 MiB behind in it (benchmarks/RESULTS.md, workers).
+#: 10 s on a 2-core machine, and each trial leaves about 8 MiB behind in it
+#: (benchmarks/RESULTS.md, "Supervised workers").
 TRIALS_PER_WORKER = 20
 
 

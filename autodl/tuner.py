@@ -162,10 +162,6 @@ class _RunMonitor:
     def stop_reason(self) -> str | None:
         return self.streak.reason
 
-    def stopping(self) -> bool:
-        """Whether no more trials should start."""
-        return self.streak.reason is not None
-
 
 def _collect_garbage(study: optuna.Study, trial: FrozenTrial) -> None:
     """Collect the garbage of finished trials' models, every ``GC_EVERY`` trials."""
@@ -437,7 +433,7 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
                 stop_reason = run_in_workers(work, config, monitor, started_at)
             else:
                 stop_reason = run_trials(study, hypermodel, splits, config, monitor, started,
-                                         monitor.stopping)
+                                         lambda: monitor.stop_reason() is not None)
         except KeyboardInterrupt:  # the running trials are already marked FAIL, "interrupted"
             interrupted = True
         stop_reason = monitor.stop_reason() or stop_reason
