@@ -179,8 +179,11 @@ def _lost_schema_race(error: Exception) -> bool:
     from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     text = str(error).lower()
+    # PostgreSQL and MySQL say "already exists" or "duplicate"; SQLite, that the schema
+    # version row another process just wrote is there.
     return isinstance(error, (IntegrityError, ProgrammingError)) and (
         "already exists" in text or "duplicate" in text
+        or "unique constraint failed: alembic_version" in text
     )
 
 
