@@ -66,8 +66,8 @@ class TrialAttr:
     PRUNED_BECAUSE = "pruned_because"
     #: Why a failed trial failed, in words.
     FAIL_REASON = "fail_reason"
-    #: The kind of failure (``diverged``, ``interrupted``, ``timeout``, an exception's
-    #: name, the signal that killed its worker).
+    #: The kind of failure (``diverged``, ``interrupted``, ``timeout``, ``crashed`` for a
+    #: worker that died, an exception's name).
     FAIL_KIND = "fail_kind"
     #: The id of the trial's model in the artifact store.
     MODEL_ARTIFACT = "model_artifact_id"

@@ -22,7 +22,9 @@ def machine() -> str:
     import optuna
     import tensorflow as tf
 
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    from autodl.config import machine_memory
+
+    memory = machine_memory() / 2**30
     return (f"{model}, {os.cpu_count()} cores, {memory:.0f} GiB, Python "
             f"{platform.python_version()}, TensorFlow {tf.__version__}, Keras "
             f"{keras.__version__}, Optuna {optuna.__version__}; "
