@@ -74,13 +74,16 @@ class Quota:
         trials: Trials after which the worker is replaced.
         memory: Resident bytes past which the worker is replaced (``None``: no limit).
         stop: Set by the supervisor when no more trials should start.
+        judged: Released by the supervisor once it has judged a trial this worker reported.
     """
 
-    def __init__(self, trials: int, memory: int | None, stop: Any) -> None:
+    def __init__(self, trials: int, memory: int | None, stop: Any, judged: Any) -> None:
         self.trials = trials
         self.memory = memory
         self.stop = stop
+        self.judged = judged
         self.done = 0
+        self.seen_judged = 0
         self.recycle = False
 
     def trial_done(self) -> None:
@@ -89,6 +92,11 @@ class Quota:
 
     def spent(self) -> bool:
         """Whether the worker must start no more trials (due for replacement, or told to)."""
+        # The supervisor judges each finished trial (a streak of failures ends the run)
+        # before the next may start; without the wait, one more would start after the end.
+        while self.seen_judged < self.done:
+            self.judged.acquire()
+            self.seen_judged += 1
         if self.stop.is_set():
             return True
         # Memory is judged after a trial: a limit below a fresh worker's own size then
@@ -195,6 +203,7 @@ class _Worker:
     trial: int | None = None
     trial_since: float = 0.0
     exit: tuple[bool, str | None] | None = None  # (recycle, reason) as the worker said
+    judged: Any = None  # the process's Quota.judged
 
     def start(self, context: Any, args: tuple) -> None:
         self.trial, self.exit = None, None
@@ -233,7 +242,8 @@ class _Supervisor:
         self.startup_failures = 0
 
     def _start(self, worker: _Worker) -> None:
-        quota = Quota(self.config.trials_per_worker, self.memory, self.stop)
+        worker.judged = self.context.Semaphore(0)
+        quota = Quota(self.config.trials_per_worker, self.memory, self.stop, worker.judged)
         worker.start(self.context, (self.work_name, self.config, worker.number, self.gpus,
                                     self.events, quota, self.started))
 
@@ -281,6 +291,9 @@ class _Supervisor:
         elif kind == "trial":
             worker.trial = None
             self.supervision.trial_finished(*payload)
+            if self.supervision.stop_reason():
+                self.stop.set()
+            worker.judged.release()
         elif kind == "error":
             self.errors.append(payload)
             self.stop.set()

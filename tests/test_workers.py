@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import threading
 from pathlib import Path
 
 import optuna
@@ -175,20 +176,41 @@ def test_the_default_worker_memory_is_half_the_machine_shared_by_the_workers():
     assert config.worker_memory_bytes == machine_memory() // 4
 
 
+def judged_quota(trials: int, memory: int | None, stop) -> Quota:
+    """A quota whose every reported trial the supervisor has already judged."""
+    judged = threading.Semaphore(100)
+    return Quota(trials=trials, memory=memory, stop=stop, judged=judged)
+
+
 def test_a_worker_is_due_for_replacement_after_its_trials_or_past_its_memory():
-    stop = multiprocessing.get_context("spawn").Event()
-    quota = Quota(trials=2, memory=None, stop=stop)
+    stop = threading.Event()
+    quota = judged_quota(trials=2, memory=None, stop=stop)
     quota.trial_done()
     assert not quota.spent()
     quota.trial_done()
     assert quota.spent() and quota.recycle
-    past_memory = Quota(trials=5, memory=1, stop=stop)  # any process has more than a byte
+    past_memory = judged_quota(trials=5, memory=1, stop=stop)  # any process has more than a byte
     assert not past_memory.spent()  # judged after a trial, not before the first
     past_memory.trial_done()
     assert past_memory.spent()
     stop.set()
-    told = Quota(trials=5, memory=None, stop=stop)
+    told = judged_quota(trials=5, memory=None, stop=stop)
     assert told.spent() and not told.recycle  # told to stop: not replaced
+
+
+def test_a_worker_starts_no_trial_before_the_supervisor_judged_its_last():
+    stop, judged = threading.Event(), threading.Semaphore(0)
+    quota = Quota(trials=5, memory=None, stop=stop, judged=judged)
+    quota.trial_done()
+    answer = []
+    asking = threading.Thread(target=lambda: answer.append(quota.spent()))
+    asking.start()
+    asking.join(timeout=0.5)
+    assert asking.is_alive() and not answer  # waits for the judgment
+    stop.set()  # the trial ended a streak of failures
+    judged.release()
+    asking.join(timeout=5)
+    assert answer == [True]
 
 
 @pytest.mark.parametrize(("exitcode", "cause"), [
