@@ -216,10 +216,15 @@ class Tune(Command):
         parser.add_argument("--trial-timeout", dest="trial_timeout", type=float, metavar="SEC",
                             help="fail a trial still running after SEC seconds (its worker is "
                             "killed and replaced)")
+        parser.add_argument("--checkpoint-every", dest="checkpoint_every", type=int,
+                            metavar="N", help="write a running trial's checkpoint every N "
+                            "epochs, so that a trial whose process is lost (killed, "
+                            "preempted, Ctrl-C) resumes where it was; 0 writes none "
+                            "(default: 1)")
         parser.add_argument("--heartbeat", type=int, metavar="SEC",
                             help="seconds between a running trial's heartbeats; a trial silent "
-                            "for twice that (its process died) is marked FAIL and retried once "
-                            "(default: 60)")
+                            "for twice that (its process died) is marked FAIL and retried "
+                            "from its checkpoint (default: 60)")
         parser.add_argument("--weights", help="for mobilenetv2: imagenet (default), none, or a "
                             "local no-top weights file PATH.h5")
         parser.add_argument("--artifacts", metavar="DIR",

@@ -505,6 +505,7 @@ class TuneConfig:
     trials_per_worker: int = TRIALS_PER_WORKER
     worker_memory: str | None = None
     trial_timeout: float | None = None
+    checkpoint_every: int = 1
     heartbeat: int = 60
     artifacts: str | None = None
     tensorboard: str | None = None
@@ -551,6 +552,9 @@ class TuneConfig:
                 raise AutodlError(f"--{option} must be at least 1, got {getattr(self, name)}")
         if self.seed is not None and self.seed < 0:
             raise AutodlError(f"--seed must be 0 or more, got {self.seed}")
+        if self.checkpoint_every < 0:
+            raise AutodlError(f"--checkpoint-every must be 0 (no checkpoints) or more, got "
+                              f"{self.checkpoint_every}")
         if self.workers < 0:
             raise AutodlError(f"--workers must be 0 (no worker process) or more, got "
                               f"{self.workers}")

@@ -9,6 +9,7 @@ ready while the current one trains.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import tensorflow as tf
@@ -30,26 +31,42 @@ class InputPipeline:
             self._val = tf.constant(splits.x_val), tf.constant(splits.y_val)
         self.num_classes = splits.num_classes
 
-    def train(self, batch_size: int, one_hot: bool = False) -> tf.data.Dataset:
-        """The training split, reshuffled every epoch (seeded by TensorFlow's global seed)."""
-        return self._batches(*self._train, batch_size, shuffle=True, one_hot=one_hot)
+    def steps_per_epoch(self, batch_size: int) -> int:
+        """Training batches per epoch."""
+        return math.ceil(len(self._train[1]) / batch_size)
+
+    def train(self, batch_size: int, seed: int, epochs: int, first_epoch: int = 0,
+              one_hot: bool = False) -> tf.data.Dataset:
+        """Epochs ``first_epoch`` to ``epochs - 1`` of the training split, one after another.
+
+        Each epoch's order is a function of ``seed`` and the epoch alone, so a trial
+        resumed at epoch k sees the batches it would have seen. The epochs follow each
+        other in one dataset: train it with ``steps_per_epoch``
+        (:meth:`steps_per_epoch`), and Keras draws each epoch from where the last ended.
+        """
+        count = len(self._train[1])
+
+        def epoch_order(epoch: tf.Tensor) -> tf.data.Dataset:
+            # Shuffling indices, not examples: no buffer of images.
+            order = tf.random.experimental.stateless_shuffle(
+                tf.range(count, dtype=tf.int64),
+                seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+            return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+        batches = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_order)
+        return self._gathered(*self._train, batches, one_hot)
 
     def validation(self, batch_size: int, one_hot: bool = False) -> tf.data.Dataset:
         """The validation split, in order."""
-        return self._batches(*self._val, batch_size, shuffle=False, one_hot=one_hot)
+        batches = tf.data.Dataset.range(len(self._val[1])).batch(batch_size)
+        return self._gathered(*self._val, batches, one_hot)
 
-    def _batches(
-        self, x: Any, y: Any, batch_size: int, shuffle: bool, one_hot: bool
-    ) -> tf.data.Dataset:
-        indices = tf.data.Dataset.range(len(y))
-        if shuffle:
-            # Shuffling indices, not examples: the buffer holds numbers, not images.
-            indices = indices.shuffle(len(y), reshuffle_each_iteration=True)
+    def _gathered(self, x: Any, y: Any, batches: tf.data.Dataset,
+                  one_hot: bool) -> tf.data.Dataset:
+        """The examples and labels of batches of indices."""
 
         def gather(batch: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             labels = tf.gather(y, batch)
             return tf.gather(x, batch), tf.one_hot(labels, self.num_classes) if one_hot else labels
 
-        return (indices.batch(batch_size)
-                .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
-                .prefetch(tf.data.AUTOTUNE))
+        return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -121,6 +121,22 @@ class ProgressPrinter:
         self.running[trial_number] = epoch
         self._draw()
 
+    def trial_resumed(self, trial_number: int, series: int, epoch: int) -> None:
+        """Say where a retried trial resumed, and show it at that epoch."""
+        self.running[trial_number] = epoch
+        self._line(f"trial {trial_number:4d} resumed at epoch {epoch} "
+                   f"(the checkpoint of trial {series})")
+
+    def warning(self, text: str) -> None:
+        """Print a warning line."""
+        self._line(f"warning: {text}")
+
+    def _line(self, text: str) -> None:
+        """A log line above the status line."""
+        self._clear()
+        print(text, file=self.out, flush=True)
+        self._draw()
+
     def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None:
         """Print the trial's line above the status line, marking a new best with '*'."""
         self.running.pop(result.number, None)
@@ -130,9 +146,7 @@ class ProgressPrinter:
             self.counts[result.state] += 1
         if best is not None:
             self.best = best.value
-        self._clear()
-        print(trial_line(result, best), file=self.out, flush=True)
-        self._draw()
+        self._line(trial_line(result, best))
 
     def status(self) -> str:
         """The status line's text, e.g. ``[####----] 12/50  pruned 5 ... trial 13 epoch 4/20``."""

@@ -16,6 +16,7 @@ import hashlib
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -66,11 +67,29 @@ class TrialAttr:
     PRUNED_BECAUSE = "pruned_because"
     #: Why a failed trial failed, in words.
     FAIL_REASON = "fail_reason"
-    #: The kind of failure (``diverged``, ``interrupted``, ``timeout``, ``crashed`` for a
-    #: worker that died, an exception's name).
+    #: The kind of failure: one of :class:`FailKind`, or an exception's name.
     FAIL_KIND = "fail_kind"
     #: The id of the trial's model in the artifact store.
     MODEL_ARTIFACT = "model_artifact_id"
+    #: On a retried trial: the first trial of its series, whose checkpoint it continues.
+    RESUMES = "resumes_trial"
+    #: On a retried trial: the epoch its checkpoint had reached (0: started afresh).
+    RESUMED_FROM_EPOCH = "resumed_from_epoch"
+
+
+class FailKind:
+    """The kinds of failure recorded as ``TrialAttr.FAIL_KIND`` (besides exception names)."""
+
+    #: The loss became NaN or infinite.
+    DIVERGED = "diverged"
+    #: A hypermodel's own ``fit`` trained no epoch that autodl saw.
+    NO_EPOCHS = "no_epochs"
+    #: Stopped by Ctrl-C: the next run resumes it.
+    INTERRUPTED = "interrupted"
+    #: Ran past ``--trial-timeout``.
+    TIMEOUT = "timeout"
+    #: Its worker process died.
+    CRASHED = "crashed"
 
 
 def hyperparameters(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -115,13 +134,18 @@ def check_storage_url(url: str) -> None:
         raise AutodlError(f"storage folder does not exist: {db_file.parent}")
 
 
-def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBStorage:
+def open_storage(
+    url: str, heartbeat: int | None = None,
+    lost_trial: Callable[[optuna.Study, optuna.trial.FrozenTrial], None] | None = None,
+) -> optuna.storages.RDBStorage:
     """Open (creating if needed) the Optuna storage at ``url``.
 
     Args:
         url: An SQLAlchemy database URL.
         heartbeat: Seconds between a running trial's heartbeats. A trial silent for twice
-            that (its process was killed) is marked FAIL and its parameters are tried
+            that (its process was killed) is marked FAIL, then handed to ``lost_trial``.
+        lost_trial: Decides whether such a trial runs again (Optuna's
+            ``heartbeat_stale_trial_callback``); by default its parameters are tried
             once more.
 
     Raises:
@@ -152,9 +176,8 @@ def open_storage(url: str, heartbeat: int | None = None) -> optuna.storages.RDBS
                 engine_kwargs=engine_kwargs,
                 skip_table_creation=existing,
                 heartbeat_interval=heartbeat,
-                heartbeat_stale_trial_callback=(
-                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-                    if heartbeat else None
+                heartbeat_stale_trial_callback=heartbeat and (
+                    lost_trial or optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
                 ),
             )
             break
@@ -230,6 +253,11 @@ def artifact_dir(url: str, artifacts: str | None = None) -> Path:
         return Path(artifacts)
     db_file = _sqlite_file(url)
     return (db_file.parent if db_file is not None else Path("studies")) / "artifacts"
+
+
+def checkpoint_dir(url: str, artifacts: str | None, study_name: str) -> Path:
+    """Where a study's trial checkpoints go: beside its models, so any worker can resume."""
+    return artifact_dir(url, artifacts) / "checkpoints" / study_name
 
 
 def study_artifact_dir(study: optuna.Study, url: str) -> Path:

@@ -16,6 +16,7 @@ import numpy as np
 import optuna
 
 from autodl import recipe
+from autodl.checkpoint import Checkpoint, Checkpointer, CheckpointStore, CheckpointUnusable
 from autodl.config import TRAINING_SPACE, Space, is_active
 from autodl.cost import CostLimit, epoch_flops, forward_flops
 from autodl.datasets import Splits
@@ -24,7 +25,7 @@ from autodl.optimizers import OPTIMIZERS
 from autodl.pipeline import InputPipeline
 from autodl.plugin import overrides_fit, owns_compile
 from autodl.runtime import training_device
-from autodl.storage import TrialAttr, failure_attrs
+from autodl.storage import FailKind, TrialAttr, failure_attrs
 
 MONITOR = "val_accuracy"
 _HISTORY_KEYS = ("loss", "accuracy", "val_loss", "val_accuracy")
@@ -47,6 +48,12 @@ class EpochListener(Protocol):
 
     def epoch_end(self, trial_number: int, epoch: int, record: dict[str, float]) -> None:
         """Called after each epoch with that epoch's history record."""
+
+    def trial_resumed(self, trial_number: int, series: int, epoch: int) -> None:
+        """A retried trial continues from the checkpoint of trial ``series`` at ``epoch``."""
+
+    def warning(self, text: str) -> None:
+        """Something went wrong that the trial works around (one line)."""
 
 
 def build_model(hypermodel: Any, hp: OptunaHyperParameters) -> keras.Model:
@@ -295,6 +302,9 @@ class TrialRunner:
             float32 variables and outputs.
         deadline: ``time.monotonic()`` of the time budget's end: a trial stops (and
             completes with its best epoch) when another epoch would overrun it.
+        checkpoints: Where trials write their checkpoints and retried trials find them
+            (``None``: no checkpoints).
+        checkpoint_every: Epochs between a trial's checkpoints (0: none written).
     """
 
     def __init__(
@@ -310,6 +320,8 @@ class TrialRunner:
         tensorboard: str | None = None,
         mixed_precision: bool = False,
         deadline: float | None = None,
+        checkpoints: CheckpointStore | None = None,
+        checkpoint_every: int = 1,
     ) -> None:
         self.hypermodel = hypermodel
         self.splits = splits
@@ -325,20 +337,70 @@ class TrialRunner:
         # Prunes, untrained, a model too dear for the task.
         self.cost_limit = CostLimit.for_task(splits.input_shape)
         self.deadline = deadline
+        self.checkpoints = checkpoints
+        self.checkpoint_every = checkpoint_every
 
     def __call__(self, trial: optuna.Trial) -> float:
-        """Run one trial; raise to mark it FAIL (with ``fail_reason``) or PRUNED."""
+        """Run one trial; raise to mark it FAIL (with ``fail_reason``) or PRUNED.
+
+        A retried trial (``TrialAttr.RESUMES``) continues its series' checkpoint. The
+        checkpoint goes when the trial ends, except on Ctrl-C: the next run resumes it.
+        """
+        series = trial.user_attrs.get(TrialAttr.RESUMES, trial.number)
         try:
-            return self._run(trial)
+            value = self._run(trial, series)
         except optuna.TrialPruned:
+            self._forget(series)
             raise
         except KeyboardInterrupt:
-            _record_failure(trial, "interrupted", "stopped by the user")
+            _record_failure(trial, FailKind.INTERRUPTED, "stopped by the user")
             raise
         except Exception as error:
+            self._forget(series)
             kind = error.kind if isinstance(error, TrialFailed) else type(error).__name__
             _record_failure(trial, kind, str(error))
             raise
+        self._forget(series)
+        return value
+
+    def _forget(self, series: int) -> None:
+        if self.checkpoints is not None:
+            self.checkpoints.delete(series)
+
+    def _checkpoint(self, trial: optuna.Trial, series: int,
+                    model: keras.Model) -> Checkpoint | None:
+        """The checkpoint a retried trial continues, if it has a usable one."""
+        if self.checkpoints is None or TrialAttr.RESUMES not in trial.user_attrs:
+            return None
+        try:
+            if not model.optimizer.built:  # a plugin's fit builds it inside fit
+                model.optimizer.build(model.trainable_variables)
+            checkpoint = self.checkpoints.load(series)
+            if checkpoint is not None:
+                checkpoint.check_fits(model)
+                if checkpoint.epoch >= self.epochs:
+                    raise CheckpointUnusable(f"it holds {checkpoint.epoch} epochs, and "
+                                             f"--epochs is {self.epochs}")
+        except CheckpointUnusable as problem:
+            self.listener.warning(f"trial {trial.number}: the checkpoint of trial {series} "
+                                  f"cannot be resumed ({problem}); it starts from epoch 0")
+            checkpoint = None
+        return checkpoint
+
+    def _resume(self, trial: optuna.Trial, series: int, checkpoint: Checkpoint | None,
+                monitor: _TrialMonitor) -> None:
+        """Take up a retried trial's past: its epochs, reported again for the pruner."""
+        epoch = 0 if checkpoint is None else checkpoint.epoch
+        trial.set_user_attr(TrialAttr.RESUMED_FROM_EPOCH, epoch)
+        if checkpoint is None:
+            return
+        monitor.history.extend(checkpoint.history)
+        for record in checkpoint.history:
+            trial.report(record[MONITOR], step=record["epoch"])
+        self.listener.trial_resumed(trial.number, series, epoch)
+        # Judged as if it had never stopped: the pruner may stop it where it was.
+        if trial.should_prune():
+            monitor.pruned_at = epoch
 
     def _judge_cost(self, trial: optuna.Trial, model: keras.Model) -> None:
         """Record the model's cost; prune it untrained if it is beyond the cost limit.
@@ -357,41 +419,48 @@ class TrialRunner:
             raise optuna.TrialPruned(problem)
 
     def _fit(self, hp: OptunaHyperParameters, model: keras.Model, training: dict[str, Any],
-             callbacks: list[keras.callbacks.Callback]) -> None:
-        """Train: with the hypermodel's own ``fit`` if it has one, else ``model.fit``.
+             callbacks: list[keras.callbacks.Callback], data_seed: int,
+             first_epoch: int) -> None:
+        """Train from ``first_epoch``: with the hypermodel's own ``fit`` if it has one.
 
         The hypermodel's ``fit`` is called as KerasTuner's tuners call it (the ``hp``, the
-        model, the training data, then ``validation_data``, ``epochs`` and ``callbacks``),
-        with NumPy arrays: it may choose the batch size. What it returns is not used; the
-        trial monitor among the callbacks records every epoch.
+        model, the training data, then ``validation_data``, ``epochs`` and ``callbacks``,
+        and ``initial_epoch`` when it resumes), with NumPy arrays: it may choose the batch
+        size, and its data order is its own. What it returns is not used; the trial
+        monitor among the callbacks records every epoch.
         """
         splits = self.splits
         if overrides_fit(self.hypermodel):
             y_train, y_val = (encode_labels(model, y, splits.num_classes)
                               for y in (splits.y_train, splits.y_val))
+            resumed = {"initial_epoch": first_epoch} if first_epoch else {}
             self.hypermodel.fit(
                 hp, model, splits.x_train, y_train,
                 validation_data=(splits.x_val, y_val),
                 epochs=self.epochs,
                 callbacks=callbacks,
                 verbose=0,
+                **resumed,
             )
             return
         batch_size, one_hot = training["batch_size"], uses_one_hot_labels(model)
         model.fit(
-            self.pipeline.train(batch_size, one_hot),
+            self.pipeline.train(batch_size, data_seed, self.epochs, first_epoch, one_hot),
             validation_data=self.pipeline.validation(batch_size, one_hot),
+            steps_per_epoch=self.pipeline.steps_per_epoch(batch_size),
+            initial_epoch=first_epoch,
             epochs=self.epochs,
             callbacks=callbacks,
             verbose=0,
             shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a dataset
         )
 
-    def _run(self, trial: optuna.Trial) -> float:
+    def _run(self, trial: optuna.Trial, series: int) -> float:
         hp = OptunaHyperParameters(self.space, trial)
+        # Seeded as its series' first trial: a retry without a checkpoint repeats it.
+        seed = trial_seed(self.seed, series)
         model, training = prepare_model(
-            self.hypermodel, hp, self.policy, trial_seed(self.seed, trial.number),
-            len(self.splits.y_train), self.epochs,
+            self.hypermodel, hp, self.policy, seed, len(self.splits.y_train), self.epochs,
         )
         trial.set_user_attr(TrialAttr.HYPERPARAMETERS, dict(hp.values))
         trial.set_user_attr(TrialAttr.PARAMS_COUNT, int(model.count_params()))
@@ -401,7 +470,10 @@ class TrialRunner:
         prebuild_training_state(
             model, (splits.x_train[:1], encode_labels(model, splits.y_train[:1], classes))
         )
+        checkpoint = self._checkpoint(trial, series, model)
         monitor = _TrialMonitor(trial, self.listener, self.deadline)
+        if TrialAttr.RESUMES in trial.user_attrs:
+            self._resume(trial, series, checkpoint, monitor)
         stopper = keras.callbacks.EarlyStopping(
             MONITOR, mode="max", patience=self.patience, restore_best_weights=True
         )
@@ -413,23 +485,36 @@ class TrialRunner:
             )
         # Last, so every other callback sees the learning rate the epoch trained with.
         callbacks += recipe.plateau_callbacks(training)
+        if checkpoint is not None:
+            data_seed, first_epoch = checkpoint.data_seed, checkpoint.epoch
+        else:
+            data_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
+            first_epoch = 0
+        if self.checkpoints is not None:  # after the plateau reducer: see Checkpointer
+            callbacks.append(Checkpointer(self.checkpoints, series, self.checkpoint_every,
+                                          data_seed, monitor.history, list(callbacks),
+                                          checkpoint))
+        # The seconds of the epochs it resumed count: the trial trained them.
+        past_seconds = sum(record["seconds"] for record in monitor.history)
         start = time.perf_counter()
         try:
-            self._fit(hp, model, training, callbacks)
+            if not monitor.pruned_at:
+                self._fit(hp, model, training, callbacks, data_seed, first_epoch)
         finally:
             if overrides_fit(self.hypermodel):  # with what its fit declared
                 trial.set_user_attr(TrialAttr.HYPERPARAMETERS, dict(hp.values))
             trial.set_user_attr(TrialAttr.HISTORY, monitor.history)
-            trial.set_user_attr(TrialAttr.TRAIN_SECONDS, round(time.perf_counter() - start, 3))
+            trial.set_user_attr(TrialAttr.TRAIN_SECONDS,
+                                round(past_seconds + time.perf_counter() - start, 3))
             trial.set_user_attr(TrialAttr.STOPPED_EPOCH, len(monitor.history))
         if monitor.failure:
-            raise TrialFailed(monitor.failure, kind="diverged")
+            raise TrialFailed(monitor.failure, kind=FailKind.DIVERGED)
         if monitor.pruned_at:
             raise optuna.TrialPruned(f"pruned at epoch {monitor.pruned_at}")
         if not monitor.history:
             raise TrialFailed(
                 "the hypermodel's fit trained no epoch that autodl saw: pass its callbacks "
-                "on to model.fit", kind="no_epochs",
+                "on to model.fit", kind=FailKind.NO_EPOCHS,
             )
         scores = [record[MONITOR] for record in monitor.history]
         value = max(scores)

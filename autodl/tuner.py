@@ -21,14 +21,16 @@ from optuna.artifacts.exceptions import ArtifactNotFound
 from optuna.trial import FrozenTrial, TrialState
 
 from autodl import registry, storage
+from autodl.checkpoint import CheckpointStore
 from autodl.config import TRAINING_SPACE, Space, TuneConfig, describe_conditions
 from autodl.datasets import Splits, load_dataset, make_splits
 from autodl.errors import AutodlError, choose
 from autodl.hyperparameters import declared_conditions, optuna_params
+from autodl.lost_trials import LostTrials
 from autodl.pruners import PRUNERS
 from autodl.runtime import quiet_libraries
 from autodl.samplers import SAMPLERS
-from autodl.storage import TrialAttr
+from autodl.storage import FailKind, TrialAttr
 from autodl.trial import EpochListener, TrialRunner, dry_build
 from autodl.workers import run_in_workers
 
@@ -133,19 +135,24 @@ class _RunMonitor:
     """
 
     def __init__(self, study: optuna.Study, study_storage: optuna.storages.BaseStorage,
-                 listener: TuneListener) -> None:
+                 listener: TuneListener, lost_trials: LostTrials) -> None:
         self.study = study
         self.storage = study_storage
         self.listener = listener
         self.streak = _FailureStreak(FAILURE_STREAK)
-        # What Optuna does with a trial whose heartbeat stopped: its parameters once more.
-        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        self.lost_trials = lost_trials
 
     def epoch_end(self, trial_number: int, epoch: int, record: dict[str, float]) -> None:
         self.listener.epoch_end(trial_number, epoch, record)
 
     def trial_started(self, trial_number: int) -> None:
         self.listener.trial_started(trial_number)
+
+    def trial_resumed(self, trial_number: int, series: int, epoch: int) -> None:
+        self.listener.trial_resumed(trial_number, series, epoch)
+
+    def warning(self, text: str) -> None:
+        self.listener.warning(text)
 
     def trial_finished(self, result: TrialResult, best: TrialResult | None) -> None:
         self.streak.add(result)
@@ -155,7 +162,9 @@ class _RunMonitor:
         trial, failed_here = storage.fail_lost_trial(self.storage, self.study, trial_number,
                                                      kind, reason)
         if failed_here and retry:
-            self.retry(self.study, trial)
+            self.lost_trials(self.study, trial)
+        elif failed_here and kind != FailKind.INTERRUPTED:  # the next run resumes those
+            self.lost_trials.give_up(trial)
         best = _best(self.study)
         self.trial_finished(TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best))
 
@@ -326,7 +335,8 @@ def run_trials(
     runner = TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
                     config.seed, listener, store.save, tensorboard=config.tensorboard,
                     mixed_precision=config.mixed_precision,
-                    deadline=budget_end)
+                    deadline=budget_end, checkpoints=checkpoint_store(config),
+                    checkpoint_every=config.checkpoint_every)
 
     def admitted(trial: optuna.Trial) -> float:
         lock.release()  # the trial exists now, so the next worker's count includes it
@@ -364,6 +374,12 @@ def run_trials(
     return None
 
 
+def checkpoint_store(config: TuneConfig) -> CheckpointStore:
+    """The study's trial checkpoints."""
+    return CheckpointStore(storage.checkpoint_dir(config.storage, config.artifacts,
+                                                  config.study_name))
+
+
 def work(config: TuneConfig, listener: TuneListener, spent: Callable[[], bool],
          started: float) -> str | None:
     """A worker process's trials, on a study that ``tune`` has checked and opened.
@@ -377,7 +393,8 @@ def work(config: TuneConfig, listener: TuneListener, spent: Callable[[], bool],
     quiet_libraries()
     study = optuna.load_study(
         study_name=config.study_name,
-        storage=storage.open_storage(config.storage, config.heartbeat),
+        storage=storage.open_storage(config.storage, config.heartbeat,
+                                     LostTrials(checkpoint_store(config))),
         pruner=make_pruner(config),
     )
     splits = storage.study_splits(study)
@@ -403,7 +420,8 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     quiet_libraries()
     hypermodel, splits, default_params = _check_and_prepare(config)
     facts = storage.study_facts(config, splits)
-    study_storage = storage.open_storage(config.storage, config.heartbeat)
+    lost_trials = LostTrials(checkpoint_store(config))
+    study_storage = storage.open_storage(config.storage, config.heartbeat, lost_trials)
     study = storage.open_study(
         study_storage,
         config.study_name,
@@ -421,12 +439,18 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
         # The first trial trains the defaults, as KerasTuner's does: a good model in
         # the first minute, and a yardstick for the pruner.
         study.enqueue_trial(default_params, skip_if_exists=True)
+    lock = storage.AdmissionLock(config.storage, study.study_name)
+    try:  # not twice, when several machines start at once
+        lock.acquire()
+        lost_trials.requeue_interrupted(study)
+    finally:
+        lock.close()
     finished = storage.finished_trials(study)
     listener.started(study.study_name, config.storage, splits.describe(), finished, config.trials)
     if config.seed is not None:
         np.random.seed(config.seed)
     stop_reason, interrupted = None, False
-    monitor = _RunMonitor(study, study_storage, listener)
+    monitor = _RunMonitor(study, study_storage, listener, lost_trials)
     if finished < config.trials:
         try:
             if config.workers:

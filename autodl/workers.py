@@ -38,6 +38,7 @@ from autodl._imports import native_stderr_hidden
 from autodl.config import TuneConfig
 from autodl.errors import AutodlError
 from autodl.runtime import gpu_count, setup_devices, share_machine
+from autodl.storage import FailKind
 
 #: Seconds a worker interrupted by Ctrl-C gets to record its trial before it is killed.
 INTERRUPT_GRACE = 15.0
@@ -54,6 +55,12 @@ class Supervision(Protocol):
 
     def trial_started(self, trial_number: int) -> None:
         """A worker started a trial."""
+
+    def trial_resumed(self, trial_number: int, series: int, epoch: int) -> None:
+        """A worker's trial continues a lost one's checkpoint."""
+
+    def warning(self, text: str) -> None:
+        """A worker worked around a problem (one line)."""
 
     def trial_finished(self, result: Any, best: Any) -> None:
         """A worker's trial ended (complete, pruned or failed by an exception)."""
@@ -137,6 +144,12 @@ class _QueueListener:
 
     def epoch_end(self, trial_number: int, epoch: int, record: dict[str, float]) -> None:
         self.events.put(("epoch", self.worker, (trial_number, epoch, record)))
+
+    def trial_resumed(self, trial_number: int, series: int, epoch: int) -> None:
+        self.events.put(("resumed", self.worker, (trial_number, series, epoch)))
+
+    def warning(self, text: str) -> None:
+        self.events.put(("warning", self.worker, text))
 
     def trial_finished(self, result: Any, best: Any) -> None:
         self.quota.trial_done()
@@ -288,6 +301,10 @@ class _Supervisor:
             self.supervision.trial_started(payload)
         elif kind == "epoch":
             self.supervision.epoch_end(*payload)
+        elif kind == "resumed":
+            self.supervision.trial_resumed(*payload)
+        elif kind == "warning":
+            self.supervision.warning(payload)
         elif kind == "trial":
             worker.trial = None
             self.supervision.trial_finished(*payload)
@@ -315,7 +332,7 @@ class _Supervisor:
             return
         cause = exit_cause(exitcode)
         if worker.trial is not None:
-            self.supervision.trial_lost(worker.trial, "crashed", cause, retry=True)
+            self.supervision.trial_lost(worker.trial, FailKind.CRASHED, cause, retry=True)
         else:
             self.startup_failures += 1
             if self.startup_failures >= STARTUP_FAILURES:
@@ -340,7 +357,7 @@ class _Supervisor:
                 worker.kill()
                 self._relay(timeout=0)  # what it sent before it was killed
                 if worker.trial is not None:  # unless it finished just in time
-                    self.supervision.trial_lost(worker.trial, "timeout",
+                    self.supervision.trial_lost(worker.trial, FailKind.TIMEOUT,
                                                 f"timed out after {limit:g} s", retry=False)
                 self._replace(worker)
 
@@ -370,7 +387,7 @@ class _Supervisor:
             if worker.process.is_alive():
                 worker.kill()
             if worker.trial is not None:
-                self.supervision.trial_lost(worker.trial, "interrupted",
+                self.supervision.trial_lost(worker.trial, FailKind.INTERRUPTED,
                                             "stopped by the user", retry=False)
             worker.process = None
 

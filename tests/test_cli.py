@@ -172,6 +172,8 @@ BAD_INPUTS = [
     (["--dataset", "npz:none.npz"], "npz file not found: none.npz"),
     (["--study", "../escape"], "bad study name '../escape'"),
     (["--weights", "none"], "--weights does not apply to arch mlp"),
+    (["--checkpoint-every", "-1"], "--checkpoint-every must be 0 (no checkpoints) or more"),
+    (["--checkpoint-every", "often"], "argument --checkpoint-every: invalid int value"),
 ]
 
 

@@ -24,6 +24,7 @@ LAYERS = {
         "autodl.registry", "autodl.recipe", "autodl.augmentation", "autodl.pipeline",
         "autodl.runtime", "autodl.trial", "autodl.storage", "autodl.samplers",
         "autodl.pruners", "autodl.optimizers", "autodl.cost", "autodl.cost_halving",
+        "autodl.checkpoint", "autodl.lost_trials",
         "autodl.plugins",
     },
     "orchestration": {"autodl.tuner", "autodl.workers"},
