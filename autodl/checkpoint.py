@@ -247,9 +247,10 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         """Write the checkpoint, when one is due."""
-        # An epoch after which training stops needs none: the trial ends, and with it
-        # its checkpoint.
-        if not self.every or (epoch + 1) % self.every or self.model.stop_training:
+        # None after the last epoch: the trial ends, and with it its checkpoint (a kill
+        # in between costs that one epoch again).
+        last = self.model.stop_training or epoch + 1 >= self.params["epochs"]
+        if not self.every or (epoch + 1) % self.every or last:
             return
         self.store.save(self.series, Checkpoint.capture(
             self.model, self.callbacks, epoch + 1, self.history, self.data_seed))

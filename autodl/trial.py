@@ -367,15 +367,24 @@ class TrialRunner:
         if self.checkpoints is not None:
             self.checkpoints.delete(series)
 
-    def _checkpoint(self, trial: optuna.Trial, series: int,
-                    model: keras.Model) -> Checkpoint | None:
-        """The checkpoint a retried trial continues, if it has a usable one."""
-        if self.checkpoints is None or TrialAttr.RESUMES not in trial.user_attrs:
+    def _resume(self, trial: optuna.Trial, series: int, model: keras.Model,
+                monitor: _TrialMonitor) -> Checkpoint | None:
+        """Take up a retried trial's past, if its series left a usable checkpoint.
+
+        Its epochs join the history and are reported again, so the pruner judges the
+        trial as if it had never stopped.
+
+        Returns:
+            The checkpoint to continue from (``None``: train from epoch 0).
+        """
+        if TrialAttr.RESUMES not in trial.user_attrs:
             return None
+        checkpoint = None
         try:
-            if not model.optimizer.built:  # a plugin's fit builds it inside fit
-                model.optimizer.build(model.trainable_variables)
-            checkpoint = self.checkpoints.load(series)
+            if self.checkpoints is not None:
+                if not model.optimizer.built:  # a plugin's fit builds it inside fit
+                    model.optimizer.build(model.trainable_variables)
+                checkpoint = self.checkpoints.load(series)
             if checkpoint is not None:
                 checkpoint.check_fits(model)
                 if checkpoint.epoch >= self.epochs:
@@ -385,22 +394,17 @@ class TrialRunner:
             self.listener.warning(f"trial {trial.number}: the checkpoint of trial {series} "
                                   f"cannot be resumed ({problem}); it starts from epoch 0")
             checkpoint = None
-        return checkpoint
-
-    def _resume(self, trial: optuna.Trial, series: int, checkpoint: Checkpoint | None,
-                monitor: _TrialMonitor) -> None:
-        """Take up a retried trial's past: its epochs, reported again for the pruner."""
-        epoch = 0 if checkpoint is None else checkpoint.epoch
-        trial.set_user_attr(TrialAttr.RESUMED_FROM_EPOCH, epoch)
+        trial.set_user_attr(TrialAttr.RESUMED_FROM_EPOCH,
+                            0 if checkpoint is None else checkpoint.epoch)
         if checkpoint is None:
-            return
+            return None
         monitor.history.extend(checkpoint.history)
         for record in checkpoint.history:
             trial.report(record[MONITOR], step=record["epoch"])
-        self.listener.trial_resumed(trial.number, series, epoch)
-        # Judged as if it had never stopped: the pruner may stop it where it was.
-        if trial.should_prune():
-            monitor.pruned_at = epoch
+        self.listener.trial_resumed(trial.number, series, checkpoint.epoch)
+        if trial.should_prune():  # where it was: no epoch more
+            monitor.pruned_at = checkpoint.epoch
+        return checkpoint
 
     def _judge_cost(self, trial: optuna.Trial, model: keras.Model) -> None:
         """Record the model's cost; prune it untrained if it is beyond the cost limit.
@@ -411,7 +415,8 @@ class TrialRunner:
         flops = forward_flops(model)
         trial.set_user_attr(TrialAttr.FLOPS, flops)
         trial.set_user_attr(TrialAttr.EPOCH_FLOPS, epoch_flops(flops, len(self.splits.y_train)))
-        trial.set_constraint("cost", self.cost_limit.excess(flops))
+        if "cost" not in trial.constraints:  # a retried trial carries its lost run's
+            trial.set_constraint("cost", self.cost_limit.excess(flops))
         problem = self.cost_limit.problem(flops)
         if problem:
             trial.set_user_attr(TrialAttr.STOPPED_EPOCH, 0)
@@ -470,10 +475,8 @@ class TrialRunner:
         prebuild_training_state(
             model, (splits.x_train[:1], encode_labels(model, splits.y_train[:1], classes))
         )
-        checkpoint = self._checkpoint(trial, series, model)
         monitor = _TrialMonitor(trial, self.listener, self.deadline)
-        if TrialAttr.RESUMES in trial.user_attrs:
-            self._resume(trial, series, checkpoint, monitor)
+        checkpoint = self._resume(trial, series, model, monitor)
         stopper = keras.callbacks.EarlyStopping(
             MONITOR, mode="max", patience=self.patience, restore_best_weights=True
         )
@@ -487,7 +490,7 @@ class TrialRunner:
         callbacks += recipe.plateau_callbacks(training)
         if checkpoint is not None:
             data_seed, first_epoch = checkpoint.data_seed, checkpoint.epoch
-        else:
+        else:  # an unseeded study's data order is drawn, and kept in the checkpoints
             data_seed = seed if seed is not None else int(np.random.default_rng().integers(2**31))
             first_epoch = 0
         if self.checkpoints is not None:  # after the plateau reducer: see Checkpointer

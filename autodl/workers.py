@@ -11,7 +11,7 @@ and the tuning process supervises them without training itself. It:
   trials or once its resident memory passes ``--worker-memory``: a new process is the
   only way to get TensorFlow's memory back, a GPU's included;
 - when a worker dies mid-trial, has that trial failed at once with the cause in words
-  and retried once, and starts another worker; a trial running past
+  (and retried, as the orchestrator decides), and starts another worker; a trial running past
   ``--trial-timeout`` has its worker killed and is failed;
 - on Ctrl-C, interrupts the running trials and leaves no worker behind.
 

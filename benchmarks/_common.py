@@ -60,6 +60,12 @@ class Quiet:
     def epoch_end(self, *args):
         pass
 
+    def trial_resumed(self, *args):
+        pass
+
+    def warning(self, text):
+        print(f"warning: {text}")
+
     def trial_finished(self, result, best):
         if self.on_trial:
             self.on_trial(result)

@@ -13,7 +13,7 @@ import optuna
 import pytest
 from conftest import tune_args
 
-from autodl.checkpoint import Checkpoint, CheckpointStore, CheckpointUnusable
+from autodl.checkpoint import Checkpoint, Checkpointer, CheckpointStore, CheckpointUnusable
 from autodl.cli import main
 
 STORAGE = "sqlite:///studies/autodl.db"
@@ -251,3 +251,24 @@ def test_a_write_cut_short_leaves_the_last_checkpoint_whole(tmp_path, monkeypatc
         store.save(1, Checkpoint.capture(small_model(), [], 2, [], 0))
     assert store.epoch(1) == 1
     assert [path.name for path in tmp_path.iterdir()] == ["trial-1.npz"]  # no partial left
+
+
+class RecordingStore(CheckpointStore):
+    """Notes the epoch of every checkpoint written."""
+
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.written: list[int] = []
+
+    def save(self, series: int, checkpoint: Checkpoint) -> None:
+        self.written.append(checkpoint.epoch)
+        super().save(series, checkpoint)
+
+
+@pytest.mark.parametrize(("every", "written"), [(1, [1, 2, 3]), (2, [2]), (0, [])])
+def test_checkpoints_are_due_every_n_epochs_but_not_after_the_last(tmp_path, every, written):
+    model, store = small_model(), RecordingStore(tmp_path)
+    history: list[dict] = []
+    model.fit(np.zeros((8, 3)), np.zeros((8, 2)), epochs=4, verbose=0,
+              callbacks=[Checkpointer(store, 0, every, 0, history, [])])
+    assert store.written == written
