@@ -127,11 +127,15 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "started": trial.datetime_start,
             "completed": trial.datetime_complete,
             "fail_reason": attrs.get(TrialAttr.FAIL_REASON),
+            # A retry of a lost trial: the trial it continues, and from which epoch.
+            "resumes_trial": attrs.get(TrialAttr.RESUMES),
+            "resumed_from_epoch": attrs.get(TrialAttr.RESUMED_FROM_EPOCH),
         }
         row.update({HP_PREFIX + k: v for k, v in storage.hyperparameters(trial).items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
-    for column in ("epochs", "params_count"):  # whole numbers, also with missing values
+    # Whole numbers, also with missing values.
+    for column in ("epochs", "params_count", "resumes_trial", "resumed_from_epoch"):
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     return frame

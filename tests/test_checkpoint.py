@@ -10,9 +10,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import optuna
+import pandas as pd
 import pytest
 from conftest import tune_args
 
+from autodl.browse import trials_frame
 from autodl.checkpoint import Checkpoint, Checkpointer, CheckpointStore, CheckpointUnusable
 from autodl.cli import main
 
@@ -121,6 +123,9 @@ def test_a_trial_whose_worker_died_resumes_as_if_it_never_stopped(uninterrupted,
     assert_same_trial(resumed, uninterrupted)
     assert "trial    1 resumed at epoch 2 (the checkpoint of trial 0)" in capsys.readouterr().out
     assert checkpoints(in_tmp, "killed") == []  # gone with the trial's end
+    frame = trials_frame(optuna.load_study(study_name="killed", storage=STORAGE))
+    assert frame[["resumes_trial", "resumed_from_epoch"]].astype(object).values.tolist() == [
+        [pd.NA, pd.NA], [0, 2]]
 
 
 def run_killed(folder: Path, dataset: Path, study: str, action: str) -> None:
