@@ -16,7 +16,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from autodl.checkpoint import CheckpointStore
-from autodl.storage import FailKind, TrialAttr
+from autodl.runtime import process_gone
+from autodl.storage import FailKind, TrialAttr, fail_lost_trial
 
 
 def series_of(trial: FrozenTrial) -> int:
@@ -30,7 +31,7 @@ class LostTrials:
     A lost trial runs again, except a retry that was lost again without training an
     epoch past where it resumed: a trial that kills its process at the same point every
     time does not run forever. A trial interrupted by Ctrl-C always runs again (once the
-    next run starts: :meth:`requeue_interrupted`).
+    next run starts: :meth:`take_up`).
 
     Args:
         checkpoints: The study's checkpoints.
@@ -60,12 +61,23 @@ class LostTrials:
         """The trial will not run again: its checkpoint goes."""
         self.checkpoints.delete(series_of(trial))
 
-    def requeue_interrupted(self, study: optuna.Study) -> None:
-        """At a run's start: retry the trials Ctrl-C stopped, and remove dead checkpoints.
+    def take_up(self, study: optuna.Study, study_storage: optuna.storages.BaseStorage) -> None:
+        """At a run's start: retry the trials lost before it, and remove dead checkpoints.
 
-        A checkpoint is dead when the last trial of its series neither runs, nor waits
-        to run, nor was interrupted (then it is retried here).
+        Lost before it are the trials Ctrl-C stopped, and the trials still RUNNING whose
+        process on this machine is gone (``kill -9``, a restarted machine): those need
+        not wait for their heartbeat to go stale. A checkpoint is dead when the last trial
+        of its series neither runs, nor waits to run, nor was interrupted.
         """
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            process = trial.user_attrs.get(TrialAttr.PROCESS)
+            if process and process_gone(process):
+                pid = process.rsplit(":", 2)[1]
+                lost, failed_here = fail_lost_trial(
+                    study_storage, study, trial.number, FailKind.CRASHED,
+                    f"its process ({pid}) is gone: killed, or the machine restarted")
+                if failed_here:
+                    self(study, lost)
         last: dict[int, FrozenTrial] = {}
         for trial in study.get_trials(deepcopy=False):
             last[series_of(trial)] = trial  # trials come in order of their numbers

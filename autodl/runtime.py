@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import os
+import socket
 import warnings
 
 from autodl._imports import native_stderr_hidden
@@ -74,3 +75,43 @@ def quiet_libraries() -> None:
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _process_stat(pid: int) -> tuple[str, str] | None:
+    """A process's state letter and start (clock ticks since boot), Linux; ``None`` if unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            # The command name, in parentheses, may hold spaces: count from after it.
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return fields[0], fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_identity() -> str:
+    """This process, as ``host:pid:start``: a process's identity even once its pid is reused."""
+    stat = _process_stat(os.getpid())
+    return f"{socket.gethostname()}:{os.getpid()}:{stat[1] if stat else '?'}"
+
+
+def process_gone(identity: str) -> bool:
+    """Whether a process of this host named by :func:`process_identity` has ended.
+
+    ``False`` for a process of another host: its end is for the heartbeat to find.
+    """
+    host, pid, start = identity.rsplit(":", 2)
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, or a zombie: another user's
+        pass
+    stat = _process_stat(int(pid))
+    if stat is None:  # no /proc: alive is all we know
+        return False
+    state, started = stat
+    # A zombie has ended (its parent, killed too, will never reap it); a pid reused by
+    # another process started at another time.
+    return state in ("Z", "X") or (start != "?" and started != start)

@@ -55,6 +55,8 @@ class TrialAttr:
     EPOCH_FLOPS = "epoch_flops"
     #: Where it trained: ``CPU`` or ``GPU:N (name)``.
     DEVICE = "device"
+    #: The process that runs it, ``host:pid:start`` (:func:`autodl.runtime.process_identity`).
+    PROCESS = "process"
     #: Per epoch: loss, accuracy, val_loss, val_accuracy, learning_rate, seconds.
     HISTORY = "history"
     #: Seconds spent in ``fit``.

@@ -24,7 +24,7 @@ from autodl.hyperparameters import OptunaHyperParameters
 from autodl.optimizers import OPTIMIZERS
 from autodl.pipeline import InputPipeline
 from autodl.plugin import overrides_fit, owns_compile
-from autodl.runtime import training_device
+from autodl.runtime import process_identity, training_device
 from autodl.storage import FailKind, TrialAttr, failure_attrs
 
 MONITOR = "val_accuracy"
@@ -461,6 +461,8 @@ class TrialRunner:
         )
 
     def _run(self, trial: optuna.Trial, series: int) -> float:
+        # First: a run that finds this trial RUNNING and its process gone knows it is lost.
+        trial.set_user_attr(TrialAttr.PROCESS, process_identity())
         hp = OptunaHyperParameters(self.space, trial)
         # Seeded as its series' first trial: a retry without a checkpoint repeats it.
         seed = trial_seed(self.seed, series)

@@ -442,7 +442,7 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     lock = storage.AdmissionLock(config.storage, study.study_name)
     try:  # not twice, when several machines start at once
         lock.acquire()
-        lost_trials.requeue_interrupted(study)
+        lost_trials.take_up(study, study_storage)
     finally:
         lock.close()
     finished = storage.finished_trials(study)

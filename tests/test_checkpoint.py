@@ -139,15 +139,15 @@ def run_killed(folder: Path, dataset: Path, study: str, action: str) -> None:
 KILL_ALL = "os.kill(os.getppid(), signal.SIGKILL); os.kill(os.getpid(), signal.SIGKILL)"
 
 
-def test_the_next_run_resumes_a_trial_whose_run_was_killed(uninterrupted, in_tmp, tiny_npz,
-                                                           capsys):
-    run_killed(in_tmp, tiny_npz, "preempted", KILL_ALL)  # a preempted machine
+def test_the_next_run_resumes_at_once_a_trial_whose_run_was_killed(uninterrupted, in_tmp,
+                                                                   tiny_npz, capsys):
+    run_killed(in_tmp, tiny_npz, "preempted", KILL_ALL)  # `kill -9`, a restarted machine
     (lost,) = trials("preempted")
     assert lost.state.name == "RUNNING" and len(checkpoints(in_tmp, "preempted")) == 1
-    time.sleep(2.5)  # its heartbeat is stale after twice the heartbeat
+    # Its process on this machine is gone: no need to wait for its heartbeat.
     assert main(args(in_tmp, tiny_npz, "preempted")) == 0
     lost, resumed = trials("preempted")
-    assert lost.state.name == "FAIL"
+    assert lost.state.name == "FAIL" and "is gone" in lost.user_attrs["fail_reason"]
     assert resumed.user_attrs["resumed_from_epoch"] == 2
     assert_same_trial(resumed, uninterrupted)
     assert "resumed at epoch 2" in capsys.readouterr().out
@@ -165,14 +165,24 @@ def test_the_next_run_resumes_a_trial_stopped_by_ctrl_c(uninterrupted, in_tmp, t
     assert checkpoints(in_tmp, "ctrl-c") == []
 
 
+def as_if_run_elsewhere(study: str) -> None:
+    """Make the study's running trial another machine's: only its heartbeat tells it is lost."""
+    storage = optuna.storages.RDBStorage(STORAGE)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study), 0)
+    storage.set_trial_user_attr(trial_id, "process", "elsewhere:1:1")
+
+
 def test_a_truncated_checkpoint_is_ignored_with_one_warning(uninterrupted, in_tmp, tiny_npz,
                                                             capsys):
     run_killed(in_tmp, tiny_npz, "torn", KILL_ALL)
     (path,) = checkpoints(in_tmp, "torn")
     path.write_bytes(path.read_bytes()[:300])  # as if the disk filled while writing
-    time.sleep(2.5)
+    as_if_run_elsewhere("torn")
+    time.sleep(2.5)  # its heartbeat is stale after twice `--heartbeat 1`
     assert main(args(in_tmp, tiny_npz, "torn")) == 0
-    _, retried = trials("torn")
+    lost, retried = trials("torn")
+    assert lost.state.name == "FAIL" and "fail_reason" not in lost.user_attrs  # heartbeat
     assert retried.user_attrs["resumed_from_epoch"] == 0
     # From scratch, seeded as the lost trial was: the same trial all the same.
     assert_same_trial(retried, uninterrupted)

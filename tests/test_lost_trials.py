@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+
 import optuna
 import pytest
 from optuna.distributions import IntDistribution
@@ -9,6 +13,7 @@ from optuna.trial import TrialState
 
 from autodl.checkpoint import Checkpoint, CheckpointStore
 from autodl.lost_trials import LostTrials
+from autodl.runtime import process_identity
 from autodl.storage import FailKind, TrialAttr
 
 PARAMS = {"units": 8}
@@ -16,8 +21,13 @@ DISTRIBUTIONS = {"units": IntDistribution(4, 16)}
 
 
 @pytest.fixture
-def study() -> optuna.Study:
-    return optuna.create_study(direction="maximize")
+def storage() -> optuna.storages.BaseStorage:
+    return optuna.storages.InMemoryStorage()
+
+
+@pytest.fixture
+def study(storage) -> optuna.Study:
+    return optuna.create_study(storage=storage, direction="maximize")
 
 
 @pytest.fixture
@@ -68,7 +78,7 @@ def test_an_interrupted_retry_runs_again_even_without_progress(study, store):
     assert study.trials[-1].state == TrialState.WAITING
 
 
-def test_a_run_requeues_interrupted_trials_and_removes_dead_checkpoints(study, store):
+def test_a_run_requeues_interrupted_trials_and_removes_dead_checkpoints(study, storage, store):
     lost_trials = LostTrials(store)
     lost(study, fail_kind=FailKind.INTERRUPTED)  # 0: stopped by Ctrl-C
     running = study.ask()  # 1: running elsewhere
@@ -79,10 +89,29 @@ def test_a_run_requeues_interrupted_trials_and_removes_dead_checkpoints(study, s
                                         user_attrs={TrialAttr.RESUMES: 3}))
     for series in (0, 1, 2, 3, 9):
         checkpoint_at(store, series, 1)
-    lost_trials.requeue_interrupted(study)
+    lost_trials.take_up(study, storage)
     requeued = [t for t in study.trials if t.state == TrialState.WAITING]
     assert [t.user_attrs[TrialAttr.RESUMES] for t in requeued] == [3, 0]
     assert store.series() == [0, 1, 3]
     assert running.number == 1
-    lost_trials.requeue_interrupted(study)  # a second run requeues nothing more
+    lost_trials.take_up(study, storage)  # a second run requeues nothing more
     assert len(study.trials) == 6
+
+
+def test_a_run_retries_at_once_a_running_trial_whose_process_here_is_gone(study, storage,
+                                                                         store):
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    gone = f"{socket.gethostname()}:{finished.stdout.strip()}:1"
+    for process in (gone, process_identity(), "elsewhere:123:456"):
+        trial = study.ask()  # RUNNING
+        trial.set_user_attr(TrialAttr.PROCESS, process)
+    LostTrials(store).take_up(study, storage)
+    states = [(t.state.name, t.user_attrs.get(TrialAttr.FAIL_REASON)) for t in study.trials]
+    pid = finished.stdout.strip()
+    assert states == [
+        ("FAIL", f"crashed: its process ({pid}) is gone: killed, or the machine restarted"),
+        ("RUNNING", None),  # this process: alive
+        ("RUNNING", None),  # another machine's: for its heartbeat to tell
+        ("WAITING", None),  # the retry of the first
+    ]
