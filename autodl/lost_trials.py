@@ -61,14 +61,19 @@ class LostTrials:
         """The trial will not run again: its checkpoint goes."""
         self.checkpoints.delete(series_of(trial))
 
-    def take_up(self, study: optuna.Study, study_storage: optuna.storages.BaseStorage) -> None:
+    def take_up(self, study: optuna.Study,
+                study_storage: optuna.storages.BaseStorage) -> list[FrozenTrial]:
         """At a run's start: retry the trials lost before it, and remove dead checkpoints.
 
         Lost before it are the trials Ctrl-C stopped, and the trials still RUNNING whose
         process on this machine is gone (``kill -9``, a restarted machine): those need
         not wait for their heartbeat to go stale. A checkpoint is dead when the last trial
         of its series neither runs, nor waits to run, nor was interrupted.
+
+        Returns:
+            The trials it found running without their process, now failed.
         """
+        failed = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             process = trial.user_attrs.get(TrialAttr.PROCESS)
             if process and process_gone(process):
@@ -78,6 +83,7 @@ class LostTrials:
                     f"its process ({pid}) is gone: killed, or the machine restarted")
                 if failed_here:
                     self(study, lost)
+                    failed.append(lost)
         last: dict[int, FrozenTrial] = {}
         for trial in study.get_trials(deepcopy=False):
             last[series_of(trial)] = trial  # trials come in order of their numbers
@@ -92,3 +98,4 @@ class LostTrials:
         for series in self.checkpoints.series():
             if series not in alive:
                 self.checkpoints.delete(series)
+        return failed

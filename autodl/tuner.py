@@ -442,11 +442,13 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     lock = storage.AdmissionLock(config.storage, study.study_name)
     try:  # not twice, when several machines start at once
         lock.acquire()
-        lost_trials.take_up(study, study_storage)
+        found_lost = lost_trials.take_up(study, study_storage)
     finally:
         lock.close()
     finished = storage.finished_trials(study)
     listener.started(study.study_name, config.storage, splits.describe(), finished, config.trials)
+    for trial in found_lost:
+        listener.trial_finished(TrialResult.from_frozen(trial), None)
     if config.seed is not None:
         np.random.seed(config.seed)
     stop_reason, interrupted = None, False

@@ -150,7 +150,9 @@ def test_the_next_run_resumes_at_once_a_trial_whose_run_was_killed(uninterrupted
     assert lost.state.name == "FAIL" and "is gone" in lost.user_attrs["fail_reason"]
     assert resumed.user_attrs["resumed_from_epoch"] == 2
     assert_same_trial(resumed, uninterrupted)
-    assert "resumed at epoch 2" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "trial    0 FAIL     val_acc   -     epochs   0       -  crashed: its process (" in out
+    assert "trial    1 resumed at epoch 2 (the checkpoint of trial 0)" in out
 
 
 def test_the_next_run_resumes_a_trial_stopped_by_ctrl_c(uninterrupted, in_tmp, tiny_npz):
