@@ -50,6 +50,19 @@ def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def write_plugin(folder: Path, template: str, action: str = "pass",
+                 armed: bool = False) -> Path:
+    """Write ``folder/plugin.py`` from a template with an ``{action}`` it does once armed.
+
+    Armed means the file ``armed`` exists; the plugin removes it when it acts.
+    """
+    path = folder / "plugin.py"
+    path.write_text(template.format(action=action), encoding="utf-8")
+    if armed:
+        (folder / "armed").touch()
+    return path
+
+
 def tune_args(dataset: str, *extra: str, arch: str = "mlp", trials: int = 3) -> list[str]:
     """``autodl tune`` arguments for a fast study on a tiny dataset."""
     return ["tune", "--arch", arch, "--dataset", dataset, "--trials", str(trials),

@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import tune_args
+from conftest import tune_args, write_plugin
 
 from autodl.browse import trials_frame
 from autodl.checkpoint import Checkpoint, Checkpointer, CheckpointStore, CheckpointUnusable
@@ -67,12 +67,8 @@ ARGS = ("--epochs", str(EPOCHS), "--patience", "10", "--pruner", "none", "--set"
         "--heartbeat", "1")
 
 
-def write_plugin(folder: Path, action: str = "pass", armed: bool = True) -> Path:
-    path = folder / "plugin.py"
-    path.write_text(PLUGIN.format(action=action), encoding="utf-8")
-    if armed:
-        (folder / "armed").touch()
-    return path
+def plugin(folder: Path, action: str = "pass", armed: bool = True) -> Path:
+    return write_plugin(folder, PLUGIN, action, armed)
 
 
 def args(folder: Path, dataset: Path, study: str) -> list[str]:
@@ -96,7 +92,7 @@ def checkpoints(folder: Path, study: str) -> list[Path]:
 @pytest.fixture
 def uninterrupted(in_tmp, tiny_npz) -> optuna.trial.FrozenTrial:
     """The trial as it runs without interruption."""
-    write_plugin(in_tmp, armed=False)
+    plugin(in_tmp, armed=False)
     assert main(args(in_tmp, tiny_npz, "whole")) == 0
     (trial,) = trials("whole")
     assert trial.state.name == "COMPLETE" and len(trial.user_attrs["history"]) == EPOCHS
@@ -113,7 +109,7 @@ def assert_same_trial(resumed: optuna.trial.FrozenTrial,
 
 def test_a_trial_whose_worker_died_resumes_as_if_it_never_stopped(uninterrupted, in_tmp,
                                                                   tiny_npz, capsys):
-    write_plugin(in_tmp, "os.kill(os.getpid(), signal.SIGKILL)")
+    plugin(in_tmp, "os.kill(os.getpid(), signal.SIGKILL)")
     assert main(args(in_tmp, tiny_npz, "killed")) == 0
     lost, resumed = trials("killed")
     assert lost.state.name == "FAIL" and lost.user_attrs["fail_kind"] == "crashed"
@@ -130,7 +126,7 @@ def test_a_trial_whose_worker_died_resumes_as_if_it_never_stopped(uninterrupted,
 
 def run_killed(folder: Path, dataset: Path, study: str, action: str) -> None:
     """``autodl tune`` in a process of its own, stopped by the plugin's ``action``."""
-    write_plugin(folder, action)
+    plugin(folder, action)
     process = subprocess.run([sys.executable, "-m", "autodl", *args(folder, dataset, study)],
                              cwd=folder, capture_output=True, text=True, timeout=300)
     assert process.returncode != 0
@@ -196,7 +192,7 @@ def test_a_truncated_checkpoint_is_ignored_with_one_warning(uninterrupted, in_tm
 
 def test_checkpoints_of_trials_that_cannot_resume_are_removed_by_the_next_run(
         in_tmp, tiny_npz):
-    write_plugin(in_tmp, armed=False)
+    plugin(in_tmp, armed=False)
     stray = in_tmp / "studies" / "artifacts" / "checkpoints" / "clean" / "trial-7.npz"
     stray.parent.mkdir(parents=True)
     stray.write_bytes(b"left by a trial that is gone")
@@ -205,7 +201,7 @@ def test_checkpoints_of_trials_that_cannot_resume_are_removed_by_the_next_run(
 
 
 def test_checkpoint_every_0_writes_none(in_tmp, tiny_npz):
-    write_plugin(in_tmp, "os.kill(os.getpid(), signal.SIGKILL)")
+    plugin(in_tmp, "os.kill(os.getpid(), signal.SIGKILL)")
     assert main([*args(in_tmp, tiny_npz, "none"), "--checkpoint-every", "0"]) == 0
     lost, retried = trials("none")
     assert lost.state.name == "FAIL" and retried.user_attrs["resumed_from_epoch"] == 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import tune_args
+from conftest import tune_args, write_plugin
 
 from autodl.cli import main
 from autodl.config import load_config
@@ -45,11 +45,7 @@ def build(hp, input_shape, num_classes):
 
 
 def plugin(folder: Path, action: str = "pass", armed: bool = False) -> Path:
-    path = folder / "plugin.py"
-    path.write_text(PLUGIN.format(action=action), encoding="utf-8")
-    if armed:
-        (folder / "armed").touch()
-    return path
+    return write_plugin(folder, PLUGIN, action, armed)
 
 
 def tune(folder: Path, dataset: Path, trials: int, *extra: str) -> int:
