@@ -13,8 +13,7 @@ attempt's checkpoint). It holds:
   is a function of that seed and the epoch: :class:`autodl.pipeline.InputPipeline`).
 
 Keras's ``BackupAndRestore`` saves the weights, the optimizer and the epoch, but not
-the callbacks' states nor the data order, and it resumes only within a ``fit`` call's
-own folder; so the file is written here. It is written beside, then renamed over, the
+the other callbacks' state nor the data order; so the file is written here. It is written beside, then renamed over, the
 previous one: a process killed while writing leaves the previous checkpoint whole.
 """
 

@@ -276,8 +276,11 @@ def run_cost(args: argparse.Namespace, folder: Path) -> None:
     study_args = ["--arch", "cnn", "--dataset", f"idx:{MNIST}", "--trials",
                   str(args.cost_trials), "--epochs", str(args.cost_epochs), "--pruner",
                   "none", "--patience", str(args.cost_epochs), "--seed", str(args.seed)]
-    print(f"\ncost: `autodl tune {' '.join(study_args)}` with --checkpoint-every 1 and 0, "
-          "ABBA", flush=True)
+    print(f"\ncost: `autodl tune {' '.join(study_args)}`", flush=True)
+    time_writes(folder, study_args)
+    if not args.cost_repeats:
+        return
+    print("whole runs with --checkpoint-every 1 and 0, ABBA:", flush=True)
     modes = {"every epoch": "1", "none": "0"}
     order = ["every epoch", "none", "none", "every epoch"][:2 * args.cost_repeats]
     runs: dict[str, list[list[FrozenTrial]]] = {mode: [] for mode in modes}
@@ -326,6 +329,50 @@ def run_cost(args: argparse.Namespace, folder: Path) -> None:
         print(f"largest checkpoint file seen: {largest / 2**20:.2f} MiB")
 
 
+def time_writes(folder: Path, study_args: list[str]) -> None:
+    """The checkpoints' cost measured directly: every write timed, in one process.
+
+    Whole runs' epoch times vary from run to run on a shared machine by more than the
+    cost sought; here the study runs in this process (``--workers 0``) with the
+    checkpoint callback timed, against the epochs' own time in the same run.
+    """
+    from autodl import checkpoint
+    from autodl.cli import main as autodl
+
+    writes: list[float] = []
+    saved: list[int] = []
+    on_epoch_end = checkpoint.Checkpointer.on_epoch_end
+    save = checkpoint.CheckpointStore.save
+
+    def timed(self: checkpoint.Checkpointer, epoch: int, logs: dict | None = None) -> None:
+        start, count = time.perf_counter(), len(saved)
+        on_epoch_end(self, epoch, logs)
+        if len(saved) > count:  # a checkpoint was due: capture and write, both timed
+            writes.append(time.perf_counter() - start)
+
+    def counted(self: checkpoint.CheckpointStore, series: int,
+                state: checkpoint.Checkpoint) -> None:
+        saved.append(series)
+        save(self, series, state)
+
+    checkpoint.Checkpointer.on_epoch_end = timed
+    checkpoint.CheckpointStore.save = counted
+    storage = f"sqlite:///{folder}/timed.db"
+    if autodl(["tune", *study_args, "--workers", "0", "--storage", storage,
+               "--study", "timed"]) != 0:
+        sys.exit("the timed run failed")
+    trials = optuna.load_study(study_name="timed", storage=storage).trials
+    epochs = [record["seconds"] for trial in trials
+              for record in trial.user_attrs[TrialAttr.HISTORY]]
+    print(f"\ndirect, one process (`--workers 0`), every write timed: {len(writes)} "
+          f"checkpoints written in {len(epochs)} epochs; a write takes "
+          f"{statistics.median(writes) * 1000:.0f} ms median, {max(writes) * 1000:.0f} ms "
+          f"at most, against {statistics.median(epochs):.2f} s for the median epoch; all "
+          f"writes {sum(writes):.2f} s against all epochs {sum(epochs):.1f} s: "
+          f"{sum(writes) / sum(epochs):+.2%} (target <= +3%); an epoch that writes one: "
+          f"{statistics.mean(writes) / statistics.mean(epochs):+.2%}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--part", choices=["chaos", "cost", "both"], default="both")
@@ -338,8 +385,9 @@ def main() -> None:
                              "so the kills leave work to the last run)")
     parser.add_argument("--cost-trials", type=int, default=8)
     parser.add_argument("--cost-epochs", type=int, default=3)
-    parser.add_argument("--cost-repeats", type=int, choices=[1, 2], default=2,
-                        help="1: AB; 2: ABBA")
+    parser.add_argument("--cost-repeats", type=int, choices=[0, 1, 2], default=2,
+                        help="whole runs compared: 1: AB; 2: ABBA; 0: none, only the "
+                             "timed writes")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the studies and of the kill moments")
     parser.add_argument("--folder", help="keep the studies and logs here (default: a "

@@ -73,3 +73,16 @@ def test_time_to_accuracy_benchmark_runs_at_smallest_budget(tmp_path, shared_dat
     for column in columns:
         assert sum(row.startswith(f"| {column} |") for row in rows) == 2, column  # 2 tables
     assert (out / "time-to-accuracy.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_checkpoint_benchmark_runs_at_smallest_budget(tmp_path, shared_datasets):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "checkpoint.py"), "--part", "both",
+         "--kills", "1", "--trials", "2", "--epochs", "2", "--cost-trials", "1",
+         "--cost-epochs", "2", "--cost-repeats", "1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "machine: " in result.stdout
+    assert "| checkpoints (every epoch) | 2 of 2 | yes |" in result.stdout
+    assert "direct, one process" in result.stdout
