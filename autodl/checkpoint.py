@@ -13,8 +13,9 @@ attempt's checkpoint). It holds:
   is a function of that seed and the epoch: :class:`autodl.pipeline.InputPipeline`).
 
 Keras's ``BackupAndRestore`` saves the weights, the optimizer and the epoch, but not
-the other callbacks' state nor the data order; so the file is written here. It is written beside, then renamed over, the
-previous one: a process killed while writing leaves the previous checkpoint whole.
+the other callbacks' state nor the data order; so the file is written here. It is
+written beside, then renamed over, the previous one: a process killed while writing
+leaves the previous checkpoint whole.
 """
 
 from __future__ import annotations

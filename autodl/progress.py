@@ -124,8 +124,9 @@ class ProgressPrinter:
     def trial_resumed(self, trial_number: int, series: int, epoch: int) -> None:
         """Say where a retried trial resumed, and show it at that epoch."""
         self.running[trial_number] = epoch
-        self._line(f"trial {trial_number:4d} resumed at epoch {epoch} "
-                   f"(the checkpoint of trial {series})")
+        self._line(f"trial {trial_number:4d} resumed at epoch {epoch} (the checkpoint of trial "
+                   f"{series})" if epoch else
+                   f"trial {trial_number:4d} retries trial {series} from epoch 0")
 
     def warning(self, text: str) -> None:
         """Print a warning line."""

@@ -50,7 +50,7 @@ class EpochListener(Protocol):
         """Called after each epoch with that epoch's history record."""
 
     def trial_resumed(self, trial_number: int, series: int, epoch: int) -> None:
-        """A retried trial continues from the checkpoint of trial ``series`` at ``epoch``."""
+        """A retried trial continues trial ``series`` at ``epoch`` (0: no checkpoint)."""
 
     def warning(self, text: str) -> None:
         """Something went wrong that the trial works around (one line)."""
@@ -394,14 +394,14 @@ class TrialRunner:
             self.listener.warning(f"trial {trial.number}: the checkpoint of trial {series} "
                                   f"cannot be resumed ({problem}); it starts from epoch 0")
             checkpoint = None
-        trial.set_user_attr(TrialAttr.RESUMED_FROM_EPOCH,
-                            0 if checkpoint is None else checkpoint.epoch)
+        epoch = 0 if checkpoint is None else checkpoint.epoch
+        trial.set_user_attr(TrialAttr.RESUMED_FROM_EPOCH, epoch)
+        self.listener.trial_resumed(trial.number, series, epoch)
         if checkpoint is None:
             return None
         monitor.history.extend(checkpoint.history)
         for record in checkpoint.history:
             trial.report(record[MONITOR], step=record["epoch"])
-        self.listener.trial_resumed(trial.number, series, checkpoint.epoch)
         if trial.should_prune():  # where it was: no epoch more
             monitor.pruned_at = checkpoint.epoch
         return checkpoint

@@ -67,7 +67,8 @@ class TrialResult:
             number=trial.number,
             state=trial.state.name,
             value=trial.value,
-            epochs=attrs.get(TrialAttr.STOPPED_EPOCH, 0),
+            # A lost trial recorded no count: its reported epochs tell.
+            epochs=attrs.get(TrialAttr.STOPPED_EPOCH, max(trial.intermediate_values, default=0)),
             seconds=attrs.get(TrialAttr.TRAIN_SECONDS),
             hyperparameters=storage.hyperparameters(trial),
             reason=reason,

@@ -147,7 +147,7 @@ def test_the_next_run_resumes_at_once_a_trial_whose_run_was_killed(uninterrupted
     assert resumed.user_attrs["resumed_from_epoch"] == 2
     assert_same_trial(resumed, uninterrupted)
     out = capsys.readouterr().out
-    assert "trial    0 FAIL     val_acc   -     epochs   0       -  crashed: its process (" in out
+    assert "trial    0 FAIL     val_acc   -     epochs   2       -  crashed: its process (" in out
     assert "trial    1 resumed at epoch 2 (the checkpoint of trial 0)" in out
 
 
@@ -200,12 +200,13 @@ def test_checkpoints_of_trials_that_cannot_resume_are_removed_by_the_next_run(
     assert checkpoints(in_tmp, "clean") == []
 
 
-def test_checkpoint_every_0_writes_none(in_tmp, tiny_npz):
+def test_checkpoint_every_0_writes_none(in_tmp, tiny_npz, capsys):
     plugin(in_tmp, "os.kill(os.getpid(), signal.SIGKILL)")
     assert main([*args(in_tmp, tiny_npz, "none"), "--checkpoint-every", "0"]) == 0
     lost, retried = trials("none")
     assert lost.state.name == "FAIL" and retried.user_attrs["resumed_from_epoch"] == 0
     assert len(retried.user_attrs["history"]) == EPOCHS
+    assert "trial    1 retries trial 0 from epoch 0" in capsys.readouterr().out
 
 
 def small_model() -> keras.Model:

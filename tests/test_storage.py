@@ -57,7 +57,9 @@ def test_kill_9_mid_trial_then_rerun_resumes_and_retries_the_lost_trial(in_tmp, 
     assert len(retries) == 1 and retries[0].params == killed.params
     assert retries[0].state.name in ("COMPLETE", "PRUNED")
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 4
-    assert "trial    2" not in rerun.stdout  # the lost trial is not re-reported as new
+    # The lost trial is reported as lost, once, not as a new trial.
+    lines = [line for line in rerun.stdout.splitlines() if line.startswith("trial    2 ")]
+    assert len(lines) == 1 and "FAIL" in lines[0] and "is gone" in lines[0]
 
 
 def test_open_study_records_facts_and_refuses_another_dataset(tmp_path):
