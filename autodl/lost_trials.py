@@ -49,7 +49,7 @@ class LostTrials:
         interrupted = trial.user_attrs.get(TrialAttr.FAIL_KIND) == FailKind.INTERRUPTED
         if first_loss or interrupted or reached > trial.user_attrs.get(
                 TrialAttr.RESUMED_FROM_EPOCH, 0):
-            retry = copy.copy(trial)
+            retry = copy.deepcopy(trial)  # Optuna's callback extends its retry history
             # Not the lost run's records: its failure, history. Where it will resume is
             # noted now, so that a retry lost before it starts counts as no progress.
             retry.user_attrs = {TrialAttr.RESUMES: series, TrialAttr.RESUMED_FROM_EPOCH: reached}
