@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autodl import storage
 from autodl.errors import AutodlError
+from autodl.objectives import ACCURACY, LATENCY, PARAMS, SIZE
 from autodl.storage import TrialAttr
 
 #: Trial states counted in the studies listing, as its column names.
@@ -31,6 +32,8 @@ STATE_COLUMNS = {
 }
 #: Prefix of the hyperparameter columns in trial tables.
 HP_PREFIX = "hp_"
+#: Trial-table columns shown in the top trials only when some trial has a value.
+_SHOWN_IF_KNOWN = (TrialAttr.SIZE_BYTES, TrialAttr.LATENCY_MS)
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,7 @@ class StudyOverview:
     name: str
     arch: str | None
     dataset: str | None
+    objectives: str | None
     complete: int
     pruned: int
     failed: int
@@ -58,16 +62,16 @@ class StudyOverview:
         return record
 
 
-def _best_value(study: optuna.Study) -> float | None:
-    if len(study.directions) != 1:  # a multi-objective study (not autodl's) has no best value
-        return None
-    try:
-        return study.best_value
-    except ValueError:  # no completed trial
-        return None
+def _objectives(study: optuna.Study) -> list[str] | None:
+    """What the study tunes for; None for a study of several values that autodl did not tune."""
+    objectives = storage.study_objectives(study)
+    return objectives if len(objectives) == len(study.directions) else None
 
 
-def _test_accuracy(study: optuna.Study) -> float | None:
+def _test_accuracy(study: optuna.Study, lead: FrozenTrial | None) -> float | None:
+    """The recorded test accuracy of the best model; of a multi-objective study, of ``lead``."""
+    if storage.is_multi_objective(study):
+        return storage.recorded_front_test(study).get(lead.number) if lead else None
     test = storage.recorded_test(study)
     return test.get("accuracy") if isinstance(test, dict) else None
 
@@ -81,13 +85,17 @@ def _overview(study: optuna.Study) -> StudyOverview:
     starts = [t.datetime_start for t in trials if t.datetime_start]
     moments = starts + [t.datetime_complete for t in trials if t.datetime_complete]
     facts = storage.recorded_facts(study)
+    objectives = _objectives(study)
+    # A foreign study's values are not known to be accuracies.
+    lead = storage.most_accurate_trial(study) if objectives else None
     return StudyOverview(
         name=study.study_name,
         arch=facts.get("arch"),
         dataset=facts.get("dataset"),
+        objectives=",".join(objectives) if objectives else None,
         **counts,
-        best_val_accuracy=_best_value(study),
-        test_accuracy=_test_accuracy(study),
+        best_val_accuracy=lead.values[0] if lead else None,
+        test_accuracy=_test_accuracy(study, lead),
         created=min(starts, default=None),
         updated=max(moments, default=None),
     )
@@ -120,13 +128,14 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row = {
             "number": trial.number,
             "state": trial.state.name,
-            "val_accuracy": trial.value,
+            "val_accuracy": storage.objective_value(trial, ACCURACY),
             "epochs": attrs.get(TrialAttr.STOPPED_EPOCH),
             "train_seconds": attrs.get(TrialAttr.TRAIN_SECONDS),
-            "params_count": attrs.get(TrialAttr.PARAMS_COUNT),
+            **{attr: attrs.get(attr) for attr in storage.DEPLOYMENT_ATTRS},
             "started": trial.datetime_start,
             "completed": trial.datetime_complete,
             "fail_reason": attrs.get(TrialAttr.FAIL_REASON),
+            TrialAttr.PRUNED_BECAUSE: attrs.get(TrialAttr.PRUNED_BECAUSE),
             # A retry of a lost trial: the trial it continues, and from which epoch.
             "resumes_trial": attrs.get(TrialAttr.RESUMES),
             "resumed_from_epoch": attrs.get(TrialAttr.RESUMED_FROM_EPOCH),
@@ -135,9 +144,42 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows)
     # Whole numbers, also with missing values.
-    for column in ("epochs", "params_count", "resumes_trial", "resumed_from_epoch"):
+    for column in ("epochs", TrialAttr.PARAMS_COUNT, TrialAttr.SIZE_BYTES, "resumes_trial",
+                   "resumed_from_epoch"):
         if column in frame:
             frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def readable_size(size_bytes: float | None) -> str | None:
+    """Bytes for people, in decimal units as ``--max-size`` takes them: ``1.69 MB``, ``48.2 KB``."""
+    if size_bytes is None or pd.isna(size_bytes):
+        return None
+    if size_bytes >= 1e6:
+        return f"{size_bytes / 1e6:.2f} MB"
+    return f"{size_bytes / 1e3:.1f} KB"
+
+
+def front_frame(study: optuna.Study) -> pd.DataFrame:
+    """The Pareto front of a multi-objective study as a table for people, most accurate first.
+
+    Columns: ``trial``; ``val_accuracy``; ``test_accuracy``, as ``autodl tune`` recorded it
+    at the end of its run (missing where not measured); ``params``; ``size``, of the TFLite
+    file, readable (:func:`readable_size`); ``latency_ms``. A figure the study did not
+    measure is missing. The exact bytes are in :func:`trials_frame`.
+    """
+    tested = storage.recorded_front_test(study)
+    rows = [{
+        "trial": trial.number,
+        "val_accuracy": storage.objective_value(trial, ACCURACY),
+        "test_accuracy": tested.get(trial.number),
+        "params": storage.objective_value(trial, PARAMS),
+        "size": readable_size(storage.objective_value(trial, SIZE)),
+        "latency_ms": storage.objective_value(trial, LATENCY),
+    } for trial in storage.pareto_front(study)]
+    frame = pd.DataFrame(rows, columns=["trial", "val_accuracy", "test_accuracy", "params",
+                                        "size", "latency_ms"])
+    frame["params"] = frame["params"].astype("Int64")
     return frame
 
 
@@ -147,11 +189,14 @@ class StudyDetail:
 
     Attributes:
         overview: The study's line of the studies listing.
-        best: The best completed trial.
-        best_test_accuracy: The test accuracy of the best trial's model, if it was measured.
-        history: The best trial's per-epoch record, one row per epoch.
-        top: The best completed trials, best first.
+        best: The best completed trial; of a multi-objective study, the most accurate
+            trial of its Pareto front.
+        best_test_accuracy: The test accuracy of that trial's model, if it was measured.
+        history: That trial's per-epoch record, one row per epoch.
+        top: The most accurate completed trials, most accurate first.
         trials: Every trial.
+        front: The Pareto front of a multi-objective study (:func:`front_frame`); None
+            for a study of one objective.
     """
 
     overview: StudyOverview
@@ -160,6 +205,7 @@ class StudyDetail:
     history: pd.DataFrame
     top: pd.DataFrame
     trials: pd.DataFrame
+    front: pd.DataFrame | None = None
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -169,6 +215,9 @@ class StudyDetail:
 
 def show_study(url: str, name: str, top: int = 10) -> StudyDetail:
     """Read a study's best trial in full, its top trials and all its trials.
+
+    A study of several objectives has no single best trial: its Pareto front is read, and
+    its most accurate front trial stands for the best.
 
     Args:
         url: The storage URL.
@@ -188,9 +237,14 @@ def show_study(url: str, name: str, top: int = 10) -> StudyDetail:
             f"study {name!r} has no completed trial yet ({overview.complete} complete, "
             f"{overview.pruned} pruned, {overview.failed} failed, {overview.running} running)"
         )
-    best = study.best_trial
-    test = storage.recorded_test(study)
-    measured = isinstance(test, dict) and test.get("trial") == best.number
+    best = storage.lead_trial(study, "show")
+    multi = storage.is_multi_objective(study)
+    if multi:
+        best_test = storage.recorded_front_test(study).get(best.number)
+    else:
+        test = storage.recorded_test(study)
+        measured = isinstance(test, dict) and test.get("trial") == best.number
+        best_test = test.get("accuracy") if measured else None
     trials = trials_frame(study)
     ranked = trials[trials["state"] == TrialState.COMPLETE.name].sort_values(
         ["val_accuracy", "number"], ascending=[False, True]
@@ -198,10 +252,11 @@ def show_study(url: str, name: str, top: int = 10) -> StudyDetail:
     return StudyDetail(
         overview=overview,
         best=best,
-        best_test_accuracy=test.get("accuracy") if measured else None,
+        best_test_accuracy=best_test,
         history=pd.DataFrame(best.user_attrs.get(TrialAttr.HISTORY, [])),
         top=ranked.head(top).reset_index(drop=True),
         trials=trials,
+        front=front_frame(study) if multi else None,
     )
 
 
@@ -235,31 +290,60 @@ def render_studies(overviews: list[StudyOverview]) -> str:
     return render_table(frame)
 
 
+def _front_hyperparameters(detail: StudyDetail) -> pd.DataFrame:
+    """Every hyperparameter of the front's trials: one row each, one column per trial."""
+    numbers = list(detail.front["trial"])
+    rows = detail.trials.set_index("number").loc[numbers]
+    names = [c for c in rows.columns if c.startswith(HP_PREFIX) and rows[c].notna().any()]
+    table = rows[names].T
+    table.columns = [f"#{number}" for number in numbers]
+    table.insert(0, "hyperparameter", [name.removeprefix(HP_PREFIX) for name in names])
+    return table
+
+
 def render_detail(detail: StudyDetail) -> str:
-    """``autodl show``'s text: the study, its best trial in full, its top trials."""
+    """``autodl show``'s text: the study, its best trial in full, its top trials.
+
+    A study of several objectives shows its Pareto front and the front's hyperparameters
+    instead of the best trial.
+    """
     o, best = detail.overview, detail.best
     attrs = best.user_attrs
     facts = [
         ("arch", o.arch), ("dataset", o.dataset),
         ("trials", f"{o.complete} complete, {o.pruned} pruned, {o.failed} failed, "
                    f"{o.running} running"),
-        ("best trial", f"#{best.number}"),
-        ("validation accuracy", _fmt(best.value, accuracy=True)),
-        ("test accuracy", _fmt(detail.best_test_accuracy, accuracy=True)),
-        ("parameters", f"{attrs[TrialAttr.PARAMS_COUNT]:,}"
-         if TrialAttr.PARAMS_COUNT in attrs else None),
-        ("train seconds", attrs.get(TrialAttr.TRAIN_SECONDS)),
-        ("epochs trained", attrs.get(TrialAttr.STOPPED_EPOCH)),
     ]
-    facts += [(f"  {k}", v) for k, v in detail.hyperparameters.items()]
+    if detail.front is not None:
+        facts.insert(2, ("objectives", o.objectives))
+    else:
+        facts += [
+            ("best trial", f"#{best.number}"),
+            ("validation accuracy", _fmt(best.value, accuracy=True)),
+            ("test accuracy", _fmt(detail.best_test_accuracy, accuracy=True)),
+            ("parameters", f"{attrs[TrialAttr.PARAMS_COUNT]:,}"
+             if TrialAttr.PARAMS_COUNT in attrs else None),
+            ("train seconds", attrs.get(TrialAttr.TRAIN_SECONDS)),
+            ("epochs trained", attrs.get(TrialAttr.STOPPED_EPOCH)),
+        ]
+        facts += [(f"  {k}", v) for k, v in detail.hyperparameters.items()]
     width = max(len(k) for k, _ in facts)
     lines = [f"Study {o.name}"] + [f"{k:<{width}}  {_fmt(v)}" for k, v in facts]
-    lines += ["", f"Per-epoch history of trial #{best.number}", render_table(detail.history)]
+    history = f"Per-epoch history of trial #{best.number}"
+    if detail.front is not None:
+        lines += ["", f"Pareto front: {len(detail.front)} trials, most accurate first",
+                  render_table(detail.front), "", "Hyperparameters of the front's trials",
+                  render_table(_front_hyperparameters(detail))]
+        history += ", the front's most accurate"
+    lines += ["", history, render_table(detail.history)]
     top = detail.top
     # Hyperparameters that differ between the ranked trials; the others are listed above.
     same = [c for c in top.columns if c.startswith(HP_PREFIX)
             and top[c].astype(str).nunique() <= 1]
-    hidden = {"state", "started", "completed", "fail_reason", *same}
+    # Deployment costs a study did not measure would be columns of dashes.
+    unknown = [c for c in _SHOWN_IF_KNOWN if c in top and top[c].isna().all()]
+    hidden = {"state", "started", "completed", "fail_reason", TrialAttr.PRUNED_BECAUSE,
+              TrialAttr.LATENCY_RUNTIME, *same, *unknown}
     columns = [c for c in top.columns if c not in hidden]
     lines += ["", f"Top {len(top)} of {o.complete} completed trials",
               render_table(top[columns])]

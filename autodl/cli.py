@@ -20,6 +20,7 @@ from autodl._imports import native_stderr_hidden
 from autodl.config import DEFAULT_STORAGE, TRIALS_PER_WORKER, TuneConfig, describe_training
 from autodl.datasets import DATASETS
 from autodl.errors import AutodlError
+from autodl.objectives import ACCURACY, OBJECTIVES
 from autodl.progress import ProgressPrinter, format_value
 from autodl.pruners import PRUNERS
 from autodl.samplers import SAMPLERS
@@ -126,6 +127,8 @@ def _print_summary(summary) -> None:
         print(f"Stopped early: {summary.stop_reason}")
     if summary.best is None:
         print("No trial completed, so there is no best model yet.")
+    elif len(summary.objectives) > 1:
+        _print_front(summary)
     else:
         best = summary.best
         rows = [("best trial", f"#{best.number}"), ("validation accuracy", f"{best.value:.4f}")]
@@ -148,6 +151,22 @@ def _print_summary(summary) -> None:
     storage = "" if summary.storage == DEFAULT_STORAGE else f" --storage {summary.storage}"
     print(f"Browse: autodl dashboard{storage}   (or: autodl report {summary.study_name} "
           f"--out DIR{storage})")
+
+
+def _print_front(summary) -> None:
+    """The Pareto front of a study of several objectives, and how to export a model of it."""
+    from autodl import browse, storage
+
+    study = storage.load_existing(summary.storage, summary.study_name)
+    front = browse.front_frame(study)
+    print(f"Pareto front of {' against '.join(summary.objectives)}: {len(front)} trials, "
+          "each with its model")
+    print(browse.render_table(front))
+    if summary.model_problem:
+        print(f"Models: not evaluated: {summary.model_problem}")
+    storage_option = "" if summary.storage == DEFAULT_STORAGE else f" --storage {summary.storage}"
+    print(f"Export: autodl export {summary.study_name} --trial N --out model.tflite"
+          f"{storage_option}")
 
 
 def _choices(table: Mapping[str, object]) -> str:
@@ -176,7 +195,20 @@ class Tune(Command):
         parser.add_argument("--epochs", type=int, help="most epochs per trial (default: 20)")
         parser.add_argument("--patience", type=int,
                             help="early-stopping patience in epochs (default: 3)")
-        parser.add_argument("--pruner", help=_choices(PRUNERS))
+        parser.add_argument("--objective", action="append", metavar="NAMES",
+                            help="what to tune for, comma-separated or repeated: "
+                            f"{', '.join(OBJECTIVES)} (default: {ACCURACY}). Several make a "
+                            "multi-objective study, whose result is a Pareto front: "
+                            + "; ".join(f"{o.name}: {o.description}"
+                                        for o in OBJECTIVES.values()))
+        for objective in OBJECTIVES.values():
+            if objective.limit:
+                parser.add_argument(objective.limit, type=float, metavar=objective.unit.upper(),
+                                    help=f"{objective.limit_help} a model may have: a "
+                                    "configuration over it is pruned before it trains")
+        parser.add_argument("--pruner", help=f"{_choices(PRUNERS)}; pareto for several "
+                            "objectives, which sha, sha-epochs, hyperband and median cannot "
+                            "judge")
         parser.add_argument("--sampler", help=_choices(SAMPLERS))
         parser.add_argument("--space", metavar="FILE", help="study config file (TOML), "
                             "e.g. studies/example.toml")
@@ -244,6 +276,8 @@ class Tune(Command):
 
         options = {name: getattr(args, name) for name in TuneConfig.__dataclass_fields__
                    if name != "space"}
+        if args.objective:
+            options["objective"] = ",".join(args.objective)
         config = load_config(options, args.space, args.set or [])
         _load_backend(args.debug)
         from autodl.tuner import tune

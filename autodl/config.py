@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from autodl.errors import AutodlError
+from autodl.objectives import ACCURACY, OBJECTIVES, parse_objectives
 from autodl.optimizers import OPTIMIZERS
 
 Scalar = bool | int | float | str
@@ -489,7 +490,7 @@ class TuneConfig:
     patience: int = 3
     # Not hyperband: Optuna's TPE then learns only from the trial's own bracket, so on a
     # few dozen trials it stays random (benchmarks/RESULTS.md, search benchmark).
-    pruner: str = "sha"  # names in autodl.pruners.PRUNERS, checked by the tuner
+    pruner: str | None = None  # names in autodl.pruners.PRUNERS; see pruner_name
     sampler: str = "tpe"  # names in autodl.samplers.SAMPLERS
     storage: str = DEFAULT_STORAGE
     study: str | None = None
@@ -510,7 +511,33 @@ class TuneConfig:
     artifacts: str | None = None
     tensorboard: str | None = None
     mixed_precision: bool = False
+    objective: str = ACCURACY  # comma-separated names in autodl.objectives.OBJECTIVES
+    max_params: float | None = None
+    max_size: float | None = None  # MB
+    max_latency: float | None = None  # ms
     space: Space = field(default_factory=Space)
+
+    @property
+    def objectives(self) -> tuple[str, ...]:
+        """The objectives ``--objective`` names, accuracy first."""
+        return parse_objectives([self.objective])
+
+    @property
+    def limits(self) -> dict[str, float]:
+        """The caps on deployment objectives, by objective name, in the objective's units."""
+        caps = {}
+        for objective in OBJECTIVES.values():
+            value = objective.limit and getattr(self, _option_field(objective.limit))
+            if value is not None:
+                caps[objective.name] = value * objective.per_unit
+        return caps
+
+    @property
+    def pruner_name(self) -> str:
+        """``--pruner``; by default ``sha`` for one objective, ``pareto`` for several."""
+        if self.pruner is not None:
+            return self.pruner
+        return "sha" if len(self.objectives) == 1 else "pareto"
 
     @property
     def budget_seconds(self) -> float | None:
@@ -558,6 +585,12 @@ class TuneConfig:
         if self.workers < 0:
             raise AutodlError(f"--workers must be 0 (no worker process) or more, got "
                               f"{self.workers}")
+        parse_objectives([self.objective])
+        for objective in OBJECTIVES.values():
+            limit = objective.limit and getattr(self, _option_field(objective.limit))
+            if limit is not None and not (limit > 0 and math.isfinite(limit)):
+                raise AutodlError(f"{objective.limit} must be more than zero ({objective.unit}), "
+                                  f"got {limit}")
         if self.budget is not None:
             parse_duration(self.budget, "--budget")
         if self.worker_memory is not None:
@@ -586,6 +619,11 @@ class TuneConfig:
             {name: [condition] for name, condition in TRAINING_CONDITIONS.items()},
             TRAINING_SPACE,
         )
+
+
+def _option_field(option: str) -> str:
+    """The :class:`TuneConfig` field of an ``autodl tune`` option: ``max_size`` for --max-size."""
+    return option.removeprefix("--").replace("-", "_")
 
 
 def _check_writable_folder(option: str, path: str) -> None:
@@ -630,6 +668,8 @@ def _read_config_file(path: str) -> tuple[dict[str, Any], dict[str, Any]]:
 def _check_type(name: str, value: Any) -> Any:
     """Check a ``[tune]`` value against the option's type (CLI values are already typed)."""
     kind = _OPTIONS[name].type
+    if name == "objective" and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)  # objective = ["accuracy", "latency"]
     if "int" in kind and "float" not in kind and (isinstance(value, bool) or
                                                   not isinstance(value, int)):
         raise AutodlError(f"option {name} must be a whole number, got {value!r}")

@@ -38,6 +38,7 @@ from autodl import __version__, registry, storage
 from autodl._imports import native_stderr_hidden, try_import
 from autodl.config import DEFAULT_STORAGE, Fixed, Space
 from autodl.datasets import Splits
+from autodl.deployment import litert_runner, write_tflite
 from autodl.errors import AutodlError, choose
 from autodl.hyperparameters import OptunaHyperParameters
 from autodl.plugin import overrides_fit
@@ -88,27 +89,8 @@ def _load_saved_model(path: Path) -> Predictor:
     return _batched(lambda x: loaded.serve(tf.constant(x)).numpy())
 
 
-def _write_tflite(model: keras.Model, path: Path) -> None:
-    model.export(path, format="litert", verbose=False)
-
-
 def _load_tflite(path: Path) -> Predictor:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    source = interpreter.get_input_details()[0]["index"]
-    target = interpreter.get_output_details()[0]["index"]
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if tuple(interpreter.get_input_details()[0]["shape"]) != x.shape:
-            interpreter.resize_tensor_input(source, x.shape)
-            interpreter.allocate_tensors()
-        interpreter.set_tensor(source, np.ascontiguousarray(x, dtype="float32"))
-        interpreter.invoke()
-        return interpreter.get_tensor(target).copy()
-
-    return _batched(run)
+    return _batched(litert_runner(path))
 
 
 @functools.cache
@@ -244,7 +226,7 @@ FORMATS: dict[str, ModelFormat] = {
     "keras": ModelFormat("keras", "model.keras", 1e-6, "keras", _write_keras, _load_keras),
     "savedmodel": ModelFormat("savedmodel", "saved_model", 1e-5, "tensorflow",
                               _write_saved_model, _load_saved_model),
-    "tflite": ModelFormat("tflite", "model.tflite", 1e-4, "ai_edge_litert", _write_tflite,
+    "tflite": ModelFormat("tflite", "model.tflite", 1e-4, "ai_edge_litert", write_tflite,
                           _load_tflite, "tflite", runtime_modules=("ai_edge_litert",)),
     "onnx": ModelFormat("onnx", "model.onnx", 1e-4, "onnxruntime", _write_onnx, _load_onnx,
                         "onnx", ("tf2onnx", "onnx"), ("onnxruntime",)),

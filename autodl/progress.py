@@ -44,12 +44,19 @@ def format_params(hyperparameters: dict[str, Any]) -> str:
 
 
 def trial_line(result: TrialResult, best: TrialResult | None) -> str:
-    """The log line of a finished trial; a ``*`` marks the study's new best."""
+    """The log line of a finished trial; a ``*`` marks the new best, or a Pareto-front trial.
+
+    A trial of a study of several objectives shows its value of each (e.g.
+    ``latency_ms 0.052``).
+    """
     value = f"{result.value:.4f}" if result.value is not None else "  -   "
-    mark = "*" if best is not None and best.number == result.number else " "
+    new_best = best is not None and best.number == result.number
+    mark = "*" if new_best or result.on_front else " "
+    costs = "".join(f"{metric} {'-' if cost is None else format_value(cost)}  "
+                    for metric, cost in result.costs.items())
     seconds = f"{result.seconds:6.1f}s" if result.seconds is not None else "      -"
     detail = result.reason if result.state != "COMPLETE" else format_params(result.hyperparameters)
-    return (f"trial {result.number:4d} {result.state:<8} val_acc {value}{mark} "
+    return (f"trial {result.number:4d} {result.state:<8} val_acc {value}{mark} {costs}"
             f"epochs {result.epochs:3d} {seconds}  {detail}")
 
 

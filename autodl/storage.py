@@ -29,6 +29,7 @@ from autodl import __version__
 from autodl.config import DEFAULT_STORAGE, TuneConfig
 from autodl.datasets import Splits, load_dataset, make_splits
 from autodl.errors import AutodlError
+from autodl.objectives import ACCURACY, LATENCY, PARAMS, SIZE, directions, metric_names
 
 if TYPE_CHECKING:
     import keras
@@ -38,6 +39,9 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 FACTS_KEY = "autodl"
 #: The study attribute holding the best model's test accuracy: ``{"trial", "accuracy"}``.
 TEST_KEY = "test"
+#: The study attribute holding the test accuracy of each Pareto-front model of a
+#: multi-objective study: ``{"<trial number>": accuracy}``.
+FRONT_TEST_KEY = "front_test"
 #: The study facts that decide its data splits.
 SPLIT_FACTS = ("dataset", "image_size", "val_split", "test_split", "max_samples", "split_seed")
 
@@ -49,6 +53,12 @@ class TrialAttr:
     HYPERPARAMETERS = "hyperparameters"
     #: The model's parameter count.
     PARAMS_COUNT = "params_count"
+    #: Bytes of the model exported as TFLite (:mod:`autodl.deployment`), before training.
+    SIZE_BYTES = "size_bytes"
+    #: Milliseconds per example at batch 1, measured before training.
+    LATENCY_MS = "latency_ms"
+    #: What ran the latency's timed calls, e.g. ``litert 2.3.0, 1 thread``.
+    LATENCY_RUNTIME = "latency_runtime"
     #: Forward-pass FLOPs of one example (:func:`autodl.cost.forward_flops`).
     FLOPS = "flops"
     #: Training FLOPs of one epoch, known before it trains; the default pruner's measure.
@@ -77,6 +87,11 @@ class TrialAttr:
     RESUMES = "resumes_trial"
     #: On a retried trial: the epoch its checkpoint had reached (0: started afresh).
     RESUMED_FROM_EPOCH = "resumed_from_epoch"
+
+
+#: The trial attribute that holds each deployment objective's value.
+OBJECTIVE_ATTRS = {PARAMS: TrialAttr.PARAMS_COUNT, SIZE: TrialAttr.SIZE_BYTES,
+                   LATENCY: TrialAttr.LATENCY_MS}
 
 
 class FailKind:
@@ -284,17 +299,22 @@ def open_study(
 ) -> optuna.Study:
     """Continue the study called ``name``, or create it and record ``facts`` on it.
 
+    Its directions and metric names come from ``facts["objectives"]``.
+
     Raises:
-        AutodlError: If the existing study was run with another arch or dataset.
+        AutodlError: If the existing study was run with another arch, dataset or
+            objectives.
     """
+    objectives = facts["objectives"]
     # load_if_exists: workers started together race to create the study; one wins.
     study = optuna.create_study(
-        study_name=name, storage=storage, direction="maximize", sampler=sampler, pruner=pruner,
-        load_if_exists=True,
+        study_name=name, storage=storage, directions=directions(objectives), sampler=sampler,
+        pruner=pruner, load_if_exists=True,
     )
     recorded = study.user_attrs.get(FACTS_KEY)
     if recorded is None:
         study.set_user_attr(FACTS_KEY, facts)
+        study.set_metric_names(metric_names(objectives))
         return study
     for key in ("arch", "dataset"):
         if recorded.get(key) != facts[key]:
@@ -302,7 +322,37 @@ def open_study(
                 f"study {name!r} was run with {key} {recorded.get(key)!r}, not "
                 f"{facts[key]!r}; continue it with that {key}, or pass --study NEW_NAME"
             )
+    tuned_for = study_objectives(study)
+    if tuned_for != list(objectives):
+        raise AutodlError(
+            f"study {name!r} was tuned for --objective {','.join(tuned_for)}, not "
+            f"{','.join(objectives)}; continue it with those, or pass --study NEW_NAME"
+        )
+    if study.metric_names is None:  # a study of an autodl that named no metric
+        study.set_metric_names(metric_names(objectives))
     return study
+
+
+def study_objectives(study: optuna.Study) -> list[str]:
+    """What a study tunes for (:data:`autodl.objectives.OBJECTIVES` names), accuracy first."""
+    return list(recorded_facts(study).get("objectives", [ACCURACY]))
+
+
+def is_multi_objective(study: optuna.Study) -> bool:
+    """Whether the study tunes accuracy against deployment costs."""
+    return len(study.directions) > 1
+
+
+def objective_value(trial: optuna.trial.FrozenTrial, name: str) -> float | None:
+    """A trial's value of one objective: accuracy is its first value, the others recorded."""
+    if name == ACCURACY:
+        return trial.values[0] if trial.values else None
+    return trial.user_attrs.get(OBJECTIVE_ATTRS[name])
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The completed trials no other trial beats on every objective, most accurate first."""
+    return sorted(study.best_trials, key=lambda trial: (-trial.values[0], trial.number))
 
 
 def study_facts(config: TuneConfig, splits: Splits) -> dict[str, Any]:
@@ -310,6 +360,8 @@ def study_facts(config: TuneConfig, splits: Splits) -> dict[str, Any]:
     return {
         "arch": config.arch,
         "dataset": config.dataset,
+        "objectives": list(config.objectives),
+        "limits": config.limits,
         "space": config.space.describe(),
         "epochs": config.epochs,
         "autodl_version": __version__,
@@ -383,6 +435,19 @@ def record_test_accuracy(study: optuna.Study, trial_number: int, accuracy: float
 def recorded_test(study: optuna.Study) -> dict[str, Any] | None:
     """The recorded ``{"trial", "accuracy"}`` of the best model on the test split, if any."""
     return study.user_attrs.get(TEST_KEY)
+
+
+def record_front_test(study: optuna.Study, accuracies: dict[int, float]) -> None:
+    """Record the test accuracy of Pareto-front models, beside those recorded before."""
+    recorded = dict(study.user_attrs.get(FRONT_TEST_KEY) or {})
+    recorded.update({str(number): accuracy for number, accuracy in accuracies.items()})
+    study.set_user_attr(FRONT_TEST_KEY, recorded)
+
+
+def recorded_front_test(study: optuna.Study) -> dict[int, float]:
+    """The recorded test accuracy of each Pareto-front model, by trial number."""
+    return {int(number): accuracy
+            for number, accuracy in (study.user_attrs.get(FRONT_TEST_KEY) or {}).items()}
 
 
 def open_existing_storage(url: str) -> optuna.storages.RDBStorage:
@@ -598,3 +663,66 @@ class AdmissionLock:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+#: The trial attributes that say what its model costs where it is deployed.
+DEPLOYMENT_ATTRS = (TrialAttr.PARAMS_COUNT, TrialAttr.SIZE_BYTES, TrialAttr.LATENCY_MS,
+                    TrialAttr.LATENCY_RUNTIME)
+
+
+def deployment_figures(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The deployment costs a trial recorded (:data:`DEPLOYMENT_ATTRS`), by attribute name."""
+    return {attr: trial.user_attrs[attr] for attr in DEPLOYMENT_ATTRS if attr in trial.user_attrs}
+
+
+def most_accurate_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The study's best trial; of a multi-objective study, its most accurate front trial.
+
+    Returns:
+        The trial, or None while no trial has completed.
+    """
+    if is_multi_objective(study):
+        return next(iter(pareto_front(study)), None)
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial
+        return None
+
+
+def lead_trial(study: optuna.Study, purpose: str) -> optuna.trial.FrozenTrial:
+    """:func:`most_accurate_trial`, the trial a command shows or uses, for ``purpose``.
+
+    Raises:
+        AutodlError: If no trial has completed yet.
+    """
+    trial = most_accurate_trial(study)
+    if trial is None:
+        raise AutodlError(
+            f"study {study.study_name!r} has no completed trial yet, so there is nothing to "
+            f"{purpose}; run `autodl tune` on it first"
+        )
+    return trial
+
+
+def trial_with_model(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """Trial ``number`` of the study, which must have a stored model.
+
+    Raises:
+        AutodlError: If the study has no such trial, or it kept no model: only a trial
+            that was the best, or on the Pareto front, when it completed keeps one.
+    """
+    trials = {trial.number: trial for trial in study.get_trials(deepcopy=False)}
+    trial = trials.get(number)
+    if trial is None:
+        have = f"#0 to #{max(trials)}" if trials else "none yet"
+        raise AutodlError(f"study {study.study_name!r} has no trial #{number} (its trials: "
+                          f"{have})")
+    if TrialAttr.MODEL_ARTIFACT not in trial.user_attrs:
+        kept_by = "on the Pareto front" if is_multi_objective(study) else "the best"
+        why = (f"it is {trial.state.name}" if trial.state != TrialState.COMPLETE else
+               f"it was not {kept_by} when it completed")
+        kept = ", ".join(str(t.number) for t in trials.values()
+                         if TrialAttr.MODEL_ARTIFACT in t.user_attrs) or "none"
+        raise AutodlError(f"trial #{number} of study {study.study_name!r} has no stored model "
+                          f"({why}); trials with one: {kept}")
+    return trial

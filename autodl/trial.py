@@ -20,7 +20,9 @@ from autodl.checkpoint import Checkpoint, Checkpointer, CheckpointStore, Checkpo
 from autodl.config import TRAINING_SPACE, Space, is_active
 from autodl.cost import CostLimit, epoch_flops, forward_flops
 from autodl.datasets import Splits
+from autodl.deployment import measure
 from autodl.hyperparameters import OptunaHyperParameters
+from autodl.objectives import ACCURACY, LATENCY, OBJECTIVES, PARAMS, SIZE, dominates
 from autodl.optimizers import OPTIMIZERS
 from autodl.pipeline import InputPipeline
 from autodl.plugin import overrides_fit, owns_compile
@@ -263,20 +265,40 @@ class _TrialMonitor(keras.callbacks.Callback):
             self.failure = f"loss became {record['loss']} at epoch {epoch + 1}"
             self.model.stop_training = True
             return
-        self.trial.report(record[MONITOR], step=epoch + 1)
-        if self.trial.should_prune():
+        if report_epochs(self.trial, self.history, len(self.history) - 1):
             self.pruned_at = epoch + 1
             self.model.stop_training = True
         elif self.deadline is not None and time.monotonic() + record["seconds"] > self.deadline:
             self.model.stop_training = True  # another epoch would overrun the time budget
 
 
-def is_new_best(study: optuna.Study, value: float) -> bool:
-    """Whether ``value`` beats every completed trial of the study so far."""
-    try:
-        return value >= study.best_value  # ties too: any tied trial may be reported best
-    except ValueError:  # no completed trial yet
-        return True
+def report_epochs(trial: optuna.Trial, history: list[dict[str, float]], first: int) -> bool:
+    """Report the epochs of ``history`` from index ``first`` on, for the study's pruner.
+
+    Optuna's pruning takes one objective: a multi-objective trial cannot report (Optuna
+    raises), so its history is recorded as it grows, and the study's pruner
+    (:class:`autodl.pareto_halving.ParetoHalvingPruner`) reads it there.
+
+    Returns:
+        Whether the pruner stops the trial now.
+    """
+    study = trial.study
+    if len(study.directions) == 1:
+        for record in history[first:]:
+            trial.report(record[MONITOR], step=record["epoch"])
+        return trial.should_prune()
+    trial.set_user_attr(TrialAttr.HISTORY, history)
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return study.pruner.prune(study, next(t for t in running if t.number == trial.number))
+
+
+def is_new_best(study: optuna.Study, values: list[float]) -> bool:
+    """Whether a trial of ``values`` is the study's best, or on its Pareto front, so far."""
+    completed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    maximize = [direction == optuna.study.StudyDirection.MAXIMIZE
+                for direction in study.directions]
+    # Ties count as best: any tied trial may be reported best, and keeps its model.
+    return not any(dominates(trial.values, values, maximize) for trial in completed)
 
 
 def _record_failure(trial: optuna.Trial, kind: str, reason: str) -> None:
@@ -305,6 +327,10 @@ class TrialRunner:
         checkpoints: Where trials write their checkpoints and retried trials find them
             (``None``: no checkpoints).
         checkpoint_every: Epochs between a trial's checkpoints (0: none written).
+        objectives: What the study tunes for (:data:`autodl.objectives.OBJECTIVES` names,
+            accuracy first); with more than one, a trial returns a value of each.
+        limits: Caps on deployment objectives, by name, in the objective's units: a
+            model over one is pruned before it trains.
     """
 
     def __init__(
@@ -322,6 +348,8 @@ class TrialRunner:
         deadline: float | None = None,
         checkpoints: CheckpointStore | None = None,
         checkpoint_every: int = 1,
+        objectives: tuple[str, ...] = (ACCURACY,),
+        limits: dict[str, float] | None = None,
     ) -> None:
         self.hypermodel = hypermodel
         self.splits = splits
@@ -339,8 +367,10 @@ class TrialRunner:
         self.deadline = deadline
         self.checkpoints = checkpoints
         self.checkpoint_every = checkpoint_every
+        self.objectives = objectives
+        self.limits = limits or {}
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
         """Run one trial; raise to mark it FAIL (with ``fail_reason``) or PRUNED.
 
         A retried trial (``TrialAttr.RESUMES``) continues its series' checkpoint. The
@@ -400,9 +430,7 @@ class TrialRunner:
         if checkpoint is None:
             return None
         monitor.history.extend(checkpoint.history)
-        for record in checkpoint.history:
-            trial.report(record[MONITOR], step=record["epoch"])
-        if trial.should_prune():  # where it was: no epoch more
+        if report_epochs(trial, monitor.history, 0):  # where it was: no epoch more
             monitor.pruned_at = checkpoint.epoch
         return checkpoint
 
@@ -422,6 +450,47 @@ class TrialRunner:
             trial.set_user_attr(TrialAttr.STOPPED_EPOCH, 0)
             trial.set_user_attr(TrialAttr.PRUNED_BECAUSE, problem)
             raise optuna.TrialPruned(problem)
+
+    def _judge_deployment(self, trial: optuna.Trial, model: keras.Model) -> list[float]:
+        """Measure what deployment costs the study needs; prune the model if over a limit.
+
+        Each limit is an Optuna constraint (the measure over the limit, less one), so the
+        sampler learns to avoid what breaks it. The parameter count is checked first:
+        it needs no export.
+
+        Returns:
+            The model's value of each deployment objective, in the study's order.
+        """
+        measured: dict[str, float] = {PARAMS: model.count_params()}
+        if {SIZE, LATENCY} & (set(self.objectives) | set(self.limits)):
+            if not self._over_limits(trial, measured):
+                deployment = measure(model)
+                measured.update({SIZE: deployment.size_bytes, LATENCY: deployment.latency_ms})
+                trial.set_user_attr(TrialAttr.SIZE_BYTES, deployment.size_bytes)
+                trial.set_user_attr(TrialAttr.LATENCY_MS, deployment.latency_ms)
+                trial.set_user_attr(TrialAttr.LATENCY_RUNTIME, deployment.runtime)
+        problem = self._over_limits(trial, measured)
+        if problem:
+            trial.set_user_attr(TrialAttr.STOPPED_EPOCH, 0)
+            trial.set_user_attr(TrialAttr.PRUNED_BECAUSE, problem)
+            raise optuna.TrialPruned(problem)
+        return [measured[name] for name in self.objectives[1:]]
+
+    def _over_limits(self, trial: optuna.Trial, measured: dict[str, float]) -> str | None:
+        """Set the constraints of the measured limits; say which one the model breaks."""
+        problems = []
+        for name, limit in self.limits.items():
+            if name not in measured:
+                continue
+            objective = OBJECTIVES[name]
+            key = objective.limit.removeprefix("--")
+            if key not in trial.constraints:  # a retried trial carries its lost run's
+                trial.set_constraint(key, measured[name] / limit - 1)
+            if measured[name] > limit:
+                problems.append(
+                    f"over {objective.limit} {limit / objective.per_unit:g}: "
+                    f"{measured[name] / objective.per_unit:.4g} {objective.unit}")
+        return "; ".join(problems) or None
 
     def _fit(self, hp: OptunaHyperParameters, model: keras.Model, training: dict[str, Any],
              callbacks: list[keras.callbacks.Callback], data_seed: int,
@@ -460,7 +529,7 @@ class TrialRunner:
             shuffle=False,  # the pipeline shuffles; Keras cannot shuffle a dataset
         )
 
-    def _run(self, trial: optuna.Trial, series: int) -> float:
+    def _run(self, trial: optuna.Trial, series: int) -> float | list[float]:
         # First: a run that finds this trial RUNNING and its process gone knows it is lost.
         trial.set_user_attr(TrialAttr.PROCESS, process_identity())
         hp = OptunaHyperParameters(self.space, trial)
@@ -473,6 +542,7 @@ class TrialRunner:
         trial.set_user_attr(TrialAttr.PARAMS_COUNT, int(model.count_params()))
         trial.set_user_attr(TrialAttr.DEVICE, training_device())
         self._judge_cost(trial, model)
+        deployment = self._judge_deployment(trial, model)
         splits, classes = self.splits, self.splits.num_classes
         prebuild_training_state(
             model, (splits.x_train[:1], encode_labels(model, splits.y_train[:1], classes))
@@ -524,6 +594,7 @@ class TrialRunner:
         scores = [record[MONITOR] for record in monitor.history]
         value = max(scores)
         trial.set_user_attr(TrialAttr.BEST_EPOCH, scores.index(value) + 1)
-        if is_new_best(trial.study, value):
+        values = [value, *deployment]
+        if is_new_best(trial.study, values):
             self.save_model(trial, model)
-        return value
+        return values if len(values) > 1 else value

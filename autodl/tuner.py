@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import gc
 import re
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import keras
@@ -27,6 +29,7 @@ from autodl.datasets import Splits, load_dataset, make_splits
 from autodl.errors import AutodlError, choose
 from autodl.hyperparameters import declared_conditions, optuna_params
 from autodl.lost_trials import LostTrials
+from autodl.objectives import ACCURACY, OBJECTIVES
 from autodl.pruners import PRUNERS
 from autodl.runtime import quiet_libraries
 from autodl.samplers import SAMPLERS
@@ -52,10 +55,15 @@ class TrialResult:
     reason: str | None = None
     #: A failed trial's kind of failure (:attr:`TrialAttr.FAIL_KIND`).
     kind: str | None = None
+    #: Its values of the study's other objectives, by metric name (e.g. ``latency_ms``).
+    costs: dict[str, float | None] = field(default_factory=dict)
+    #: Whether it is on the study's Pareto front (a study of several objectives).
+    on_front: bool = False
 
     @classmethod
-    def from_frozen(cls, trial: FrozenTrial) -> TrialResult:
-        """Read a trial back from the storage."""
+    def from_frozen(cls, trial: FrozenTrial, objectives: tuple[str, ...] = (ACCURACY,),
+                    on_front: bool = False) -> TrialResult:
+        """Read a trial of a study tuned for ``objectives`` back from the storage."""
         attrs = trial.user_attrs
         reason = attrs.get(TrialAttr.FAIL_REASON)
         if trial.state == TrialState.FAIL and reason is None:
@@ -63,17 +71,32 @@ class TrialResult:
         if trial.state == TrialState.PRUNED:
             reason = attrs.get(TrialAttr.PRUNED_BECAUSE) or (
                 f"pruned at epoch {attrs.get(TrialAttr.STOPPED_EPOCH, '?')}")
+        # A lost trial recorded no count: its reported (or recorded) epochs tell.
+        reported = max(trial.intermediate_values, default=len(attrs.get(TrialAttr.HISTORY, [])))
         return cls(
             number=trial.number,
             state=trial.state.name,
-            value=trial.value,
-            # A lost trial recorded no count: its reported epochs tell.
-            epochs=attrs.get(TrialAttr.STOPPED_EPOCH, max(trial.intermediate_values, default=0)),
+            value=storage.objective_value(trial, ACCURACY),
+            epochs=attrs.get(TrialAttr.STOPPED_EPOCH, reported),
             seconds=attrs.get(TrialAttr.TRAIN_SECONDS),
             hyperparameters=storage.hyperparameters(trial),
             reason=reason,
             kind=attrs.get(TrialAttr.FAIL_KIND) if trial.state == TrialState.FAIL else None,
+            costs={OBJECTIVES[name].metric: storage.objective_value(trial, name)
+                   for name in objectives[1:]},
+            on_front=on_front,
         )
+
+
+def finished_results(study: optuna.Study,
+                     trial: FrozenTrial) -> tuple[TrialResult, TrialResult | None]:
+    """A finished trial and the study's best, as the listener is told them."""
+    objectives = tuple(storage.study_objectives(study))
+    front = ({t.number for t in storage.pareto_front(study)} if len(objectives) > 1
+             else set())
+    best = _best(study)
+    return (TrialResult.from_frozen(trial, objectives, trial.number in front),
+            best and TrialResult.from_frozen(best, objectives, best.number in front))
 
 
 @dataclass
@@ -92,6 +115,8 @@ class TuneSummary:
     stop_reason: str | None = None
     params_count: int | None = None
     interrupted: bool = False
+    #: What the study tunes for; with several, its best is the front's most accurate trial.
+    objectives: tuple[str, ...] = (ACCURACY,)
 
 
 class TuneListener(EpochListener, Protocol):
@@ -166,8 +191,7 @@ class _RunMonitor:
             self.lost_trials(self.study, trial)
         elif failed_here and kind != FailKind.INTERRUPTED:  # the next run resumes those
             self.lost_trials.give_up(trial)
-        best = _best(self.study)
-        self.trial_finished(TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best))
+        self.trial_finished(*finished_results(self.study, trial))
 
     def stop_reason(self) -> str | None:
         return self.streak.reason
@@ -180,6 +204,9 @@ def _collect_garbage(study: optuna.Study, trial: FrozenTrial) -> None:
 
 
 def _best(study: optuna.Study) -> FrozenTrial | None:
+    """The best trial; of several objectives, the most accurate on the Pareto front."""
+    if storage.is_multi_objective(study):
+        return next(iter(storage.pareto_front(study)), None)
     try:
         return study.best_trial
     except ValueError:  # no completed trial
@@ -251,6 +278,27 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits, dict[str, Any]]
     return hypermodel, splits, optuna_params(hp)
 
 
+def _load_model(store: storage.ModelStore, trial: FrozenTrial, path: Path) -> keras.Model:
+    """Download a trial's stored model to ``path`` and load it.
+
+    Raises:
+        AutodlError: If the model is not in this machine's artifact folder.
+    """
+    try:
+        store.download(trial, path)
+    except ArtifactNotFound:
+        raise AutodlError(
+            f"the model of trial #{trial.number} is not in {store.directory}: the worker that "
+            "ran it saved it elsewhere (give every worker the same shared --artifacts folder)"
+        ) from None
+    return keras.models.load_model(path, safe_mode=True)  # no code from model files
+
+
+def _test_accuracy(model: keras.Model, splits: Splits) -> float:
+    probabilities = model.predict(splits.x_test, batch_size=256, verbose=0)
+    return float(np.mean(np.argmax(probabilities, axis=-1) == splits.y_test))
+
+
 def _evaluate_best(
     study: optuna.Study, store: storage.ModelStore, splits: Splits, config: TuneConfig
 ) -> tuple[float, str, int]:
@@ -260,23 +308,32 @@ def _evaluate_best(
         AutodlError: If the model is not in this machine's artifact folder.
     """
     best = study.best_trial
-    try:
-        path = store.download(best, storage.best_model_path(config.storage, study.study_name))
-    except ArtifactNotFound:
-        raise AutodlError(
-            f"the model of trial #{best.number} is not in {store.directory}: the worker that "
-            "ran it saved it elsewhere (give every worker the same shared --artifacts folder)"
-        ) from None
-    model = keras.models.load_model(path, safe_mode=True)  # no code from model files
-    probabilities = model.predict(splits.x_test, batch_size=256, verbose=0)
-    accuracy = float(np.mean(np.argmax(probabilities, axis=-1) == splits.y_test))
+    path = storage.best_model_path(config.storage, study.study_name)
+    model = _load_model(store, best, path)
+    accuracy = _test_accuracy(model, splits)
     storage.record_test_accuracy(study, best.number, accuracy)
     return accuracy, str(path), int(model.count_params())
 
 
+def _evaluate_front(study: optuna.Study, store: storage.ModelStore, splits: Splits) -> None:
+    """Evaluate on the test split each Pareto-front model not evaluated before.
+
+    Raises:
+        AutodlError: If a model is not in this machine's artifact folder.
+    """
+    measured = storage.recorded_front_test(study)
+    accuracies = {}
+    for trial in storage.pareto_front(study):
+        if trial.number not in measured:
+            with tempfile.TemporaryDirectory() as folder:
+                model = _load_model(store, trial, Path(folder) / "model.keras")
+            accuracies[trial.number] = _test_accuracy(model, splits)
+    storage.record_front_test(study, accuracies)
+
+
 def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
     """The ``--pruner``, for trials of at most ``--epochs`` epochs."""
-    return choose(PRUNERS, config.pruner, "pruner")(config.epochs)
+    return choose(PRUNERS, config.pruner_name, "pruner")(config.epochs, config.objectives)
 
 
 def make_sampler(config: TuneConfig, trial_number: int) -> optuna.samplers.BaseSampler:
@@ -289,7 +346,7 @@ def make_sampler(config: TuneConfig, trial_number: int) -> optuna.samplers.BaseS
     """
     seed = None if config.seed is None else int(
         np.random.SeedSequence([config.seed, trial_number]).generate_state(1)[0])
-    return choose(SAMPLERS, config.sampler, "sampler")(seed)
+    return choose(SAMPLERS, config.sampler, "sampler")(seed, config.objectives)
 
 
 def run_trials(
@@ -322,10 +379,7 @@ def run_trials(
     lock = storage.AdmissionLock(config.storage, study.study_name)
 
     def report(study: optuna.Study, trial: FrozenTrial) -> None:
-        best = _best(study)
-        listener.trial_finished(
-            TrialResult.from_frozen(trial), best and TrialResult.from_frozen(best)
-        )
+        listener.trial_finished(*finished_results(study, trial))
 
     started = time.monotonic() if started is None else started
     budget, timeout = config.budget_seconds, config.timeout
@@ -337,7 +391,8 @@ def run_trials(
                     config.seed, listener, store.save, tensorboard=config.tensorboard,
                     mixed_precision=config.mixed_precision,
                     deadline=budget_end, checkpoints=checkpoint_store(config),
-                    checkpoint_every=config.checkpoint_every)
+                    checkpoint_every=config.checkpoint_every, objectives=config.objectives,
+                    limits=config.limits)
 
     def admitted(trial: optuna.Trial) -> float:
         lock.release()  # the trial exists now, so the next worker's count includes it
@@ -449,7 +504,7 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     finished = storage.finished_trials(study)
     listener.started(study.study_name, config.storage, splits.describe(), finished, config.trials)
     for trial in found_lost:
-        listener.trial_finished(TrialResult.from_frozen(trial), None)
+        listener.trial_finished(finished_results(study, trial)[0], None)
     if config.seed is not None:
         np.random.seed(config.seed)
     stop_reason, interrupted = None, False
@@ -479,15 +534,18 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
         counts=counts,
         stop_reason="interrupted" if interrupted else stop_reason,
         interrupted=interrupted,
+        objectives=config.objectives,
     )
     best = _best(study)
     if best is not None:
-        summary.best = TrialResult.from_frozen(best)
+        summary.best = TrialResult.from_frozen(best, config.objectives)
     if best is not None and not interrupted:
         try:
-            summary.test_accuracy, summary.model_path, summary.params_count = _evaluate_best(
-                study, store, splits, config
-            )
+            if storage.is_multi_objective(study):
+                _evaluate_front(study, store, splits)
+            else:
+                summary.test_accuracy, summary.model_path, summary.params_count = (
+                    _evaluate_best(study, store, splits, config))
         except AutodlError as error:  # the study itself is fine: say so, do not fail
             summary.model_problem = str(error)
     return summary

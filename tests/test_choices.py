@@ -8,31 +8,50 @@ import pytest
 from autodl.cli import main
 from autodl.config import TuneConfig
 from autodl.errors import AutodlError, choose
+from autodl.objectives import ACCURACY, LATENCY
 from autodl.pruners import PRUNERS
 from autodl.samplers import SAMPLERS
+
+ONE, TWO = (ACCURACY,), (ACCURACY, LATENCY)
 
 
 def test_every_sampler_and_pruner_name_makes_one():
     for name, make in SAMPLERS.items():
         try:
-            sampler = make(0)
+            sampler = make(0, ONE)
         except AutodlError as error:  # gp without its optional dependency
             assert name == "gp" and "pip install 'autodl[gp]'" in str(error)
             continue
         assert isinstance(sampler, optuna.samplers.BaseSampler), name
     for name, make in PRUNERS.items():
-        assert isinstance(make(10), optuna.pruners.BasePruner), name
-    assert isinstance(PRUNERS["hyperband"](10), optuna.pruners.HyperbandPruner)
-    assert isinstance(SAMPLERS["random"](0), optuna.samplers.RandomSampler)
+        pruner = make(10, TWO if name == "pareto" else ONE)
+        assert isinstance(pruner, optuna.pruners.BasePruner), name
+    assert isinstance(PRUNERS["hyperband"](10, ONE), optuna.pruners.HyperbandPruner)
+    assert isinstance(SAMPLERS["random"](0, ONE), optuna.samplers.RandomSampler)
+
+
+def test_several_objectives_refuse_the_choices_that_judge_one():
+    for name in ("sha", "sha-epochs", "hyperband", "median"):
+        with pytest.raises(AutodlError, match=f"--pruner {name} judges one objective; for "
+                           "--objective accuracy,latency use pareto"):
+            PRUNERS[name](10, TWO)
+    assert isinstance(PRUNERS["none"](10, TWO), optuna.pruners.NopPruner)
+    with pytest.raises(AutodlError, match="--pruner pareto is for several objectives"):
+        PRUNERS["pareto"](10, ONE)
+    with pytest.raises(AutodlError, match="--sampler cmaes searches one objective"):
+        SAMPLERS["cmaes"](0, TWO)
+    for name in ("tpe", "random"):
+        assert isinstance(SAMPLERS[name](0, TWO), optuna.samplers.BaseSampler)
 
 
 def test_defaults_are_the_tables_first_entries():
     config = TuneConfig(arch="cnn")
-    assert (config.sampler, config.pruner) == (next(iter(SAMPLERS)), next(iter(PRUNERS)))
+    assert (config.sampler, config.pruner_name) == (next(iter(SAMPLERS)), next(iter(PRUNERS)))
+    assert TuneConfig(arch="cnn", objective="accuracy,latency").pruner_name == "pareto"
 
 
 def test_an_unknown_name_is_an_error_listing_the_table():
-    with pytest.raises(AutodlError, match="unknown pruner .asha.; choose from sha, sha-epochs"):
+    with pytest.raises(AutodlError, match="unknown pruner .asha.; choose from sha, pareto, "):
         choose(PRUNERS, "asha", "pruner")
 
 

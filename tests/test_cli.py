@@ -16,6 +16,7 @@ from conftest import REPO, make_images, tune_args
 from autodl import cli
 from autodl.cli import build_parser, main
 from autodl.config import DEFAULT_STORAGE
+from autodl.objectives import OBJECTIVES
 from autodl.pruners import PRUNERS
 from autodl.samplers import SAMPLERS
 
@@ -174,6 +175,17 @@ BAD_INPUTS = [
     (["--weights", "none"], "--weights does not apply to arch mlp"),
     (["--checkpoint-every", "-1"], "--checkpoint-every must be 0 (no checkpoints) or more"),
     (["--checkpoint-every", "often"], "argument --checkpoint-every: invalid int value"),
+    (["--objective", "accuracy,speed"], "unknown objective 'speed'; choose from accuracy, "),
+    (["--objective", "accuracy,latency", "--objective", "latency"],
+     "--objective names latency twice"),
+    (["--objective", "latency"], "--objective latency leaves out accuracy"),
+    (["--max-latency", "0"], "--max-latency must be more than zero (ms), got 0.0"),
+    (["--max-size", "-1"], "--max-size must be more than zero (MB), got -1.0"),
+    (["--max-params", "lots"], "argument --max-params: invalid float value"),
+    (["--objective", "accuracy,size", "--sampler", "cmaes"], "--sampler cmaes searches one "),
+    (["--objective", "accuracy,params", "--pruner", "hyperband"],
+     "--pruner hyperband judges one objective"),
+    (["--pruner", "pareto"], "--pruner pareto is for several objectives"),
 ]
 
 
@@ -267,6 +279,8 @@ def test_help_lists_the_choices_from_their_tables(capsys):
             build_parser().parse_args([command, "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert f"--pruner PRUNER {'|'.join(PRUNERS)} (default: {next(iter(PRUNERS))})" in help_text
+    assert ("--objective NAMES what to tune for, comma-separated or repeated: "
+            f"{', '.join(OBJECTIVES)}") in help_text
     assert f"--sampler SAMPLER {'|'.join(SAMPLERS)} (default: {next(iter(SAMPLERS))})" in help_text
     for name, model_format in FORMATS.items():
         assert name in help_text.split("--format FORMAT", 1)[1]

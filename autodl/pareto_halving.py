@@ -1,0 +1,81 @@
+"""Successive halving for multi-objective studies: a trial meets the trials no dearer than it.
+
+Optuna cannot prune a multi-objective trial (``Trial.report`` raises). Here the other
+objectives (parameters, size, latency) are known before the first epoch, so a trial can
+only end on the Pareto front if no trial at least as cheap on every one of them is more
+accurate. At each rung (epoch ``reduction_factor ** k``: 1, 3, 9, ... by default) a
+trial goes on only if its best validation accuracy so far is among the top
+``1 / reduction_factor`` of those the trials no dearer than it had at that epoch. The
+cheapest trials have no such competitors and always go on, so the front's cheap end is
+never pruned away, as plain successive halving on accuracy would do.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+_COMPARED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+
+
+class ParetoHalvingPruner(optuna.pruners.BasePruner):
+    """Successive halving of accuracy among the trials no dearer on the other objectives.
+
+    Each trial records, as user attributes, its per-epoch history (a list of records
+    holding ``accuracy_key``) after every epoch, and its value of each other objective
+    (lower is better) before its first epoch. A trial without those is never pruned.
+
+    Args:
+        cost_attrs: The trial user attributes holding the other objectives' values.
+        history_attr: The trial user attribute holding the per-epoch history.
+        accuracy_key: The history records' accuracy (higher is better).
+        reduction_factor: Rungs are this many times more epochs apart, and the top
+            ``1 / reduction_factor`` of a rung's comparable trials go on.
+    """
+
+    def __init__(self, cost_attrs: Sequence[str], history_attr: str, accuracy_key: str,
+                 reduction_factor: int = 3) -> None:
+        self.cost_attrs = tuple(cost_attrs)
+        self.history_attr = history_attr
+        self.accuracy_key = accuracy_key
+        self.reduction_factor = reduction_factor
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        """Whether the trial, at the epoch it just finished, falls below its rung."""
+        epoch = len(trial.user_attrs.get(self.history_attr) or [])
+        costs = self._costs(trial)
+        if costs is None or not self._is_rung(epoch):
+            return False
+        value = self._accuracy_at(trial, epoch)
+        competing = [value]
+        for other in study.get_trials(deepcopy=False, states=_COMPARED):
+            other_costs = self._costs(other)
+            if (other.number == trial.number or other_costs is None
+                    or any(o > c for o, c in zip(other_costs, costs, strict=True))):
+                continue
+            trained = len(other.user_attrs.get(self.history_attr) or [])
+            # A completed trial that stopped early keeps its best value at later rungs.
+            if trained >= epoch or (other.state == TrialState.COMPLETE and trained):
+                competing.append(self._accuracy_at(other, epoch))
+        # As in Optuna's successive halving: with fewer than reduction_factor trials at
+        # a rung, only the best goes on.
+        keep = max(len(competing) // self.reduction_factor, 1)
+        return value < sorted(competing, reverse=True)[keep - 1]
+
+    def _costs(self, trial: FrozenTrial) -> list[float] | None:
+        costs = [trial.user_attrs.get(attr) for attr in self.cost_attrs]
+        return None if any(cost is None for cost in costs) else costs
+
+    def _is_rung(self, epoch: int) -> bool:
+        if epoch < 1:
+            return False
+        power = round(math.log(epoch, self.reduction_factor))
+        return self.reduction_factor ** power == epoch
+
+    def _accuracy_at(self, trial: FrozenTrial, epoch: int) -> float:
+        """The trial's best accuracy among its first ``epoch`` epochs."""
+        history = trial.user_attrs.get(self.history_attr) or []
+        return max(record[self.accuracy_key] for record in history[:epoch])

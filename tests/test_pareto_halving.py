@@ -1,0 +1,84 @@
+"""The multi-objective pruner: a trial meets, at each rung, the trials no dearer than it."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState, create_trial
+
+from autodl.objectives import ACCURACY, LATENCY
+from autodl.pruners import PRUNERS
+from autodl.storage import TrialAttr
+
+
+def _history(*accuracies: float) -> list[dict[str, float]]:
+    return [{"epoch": i + 1, "val_accuracy": a} for i, a in enumerate(accuracies)]
+
+
+def _study(*others: tuple[float, list[float], TrialState]) -> optuna.Study:
+    """A study of accuracy and latency holding trials of (latency, accuracies, state)."""
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                pruner=PRUNERS["pareto"](10, (ACCURACY, LATENCY)))
+    for latency, accuracies, state in others:
+        values = [max(accuracies), latency] if state == TrialState.COMPLETE else None
+        study.add_trial(create_trial(
+            state=state, values=values,
+            user_attrs={TrialAttr.LATENCY_MS: latency,
+                        TrialAttr.HISTORY: _history(*accuracies)}))
+    return study
+
+
+def _pruned(study: optuna.Study, latency: float | None, *accuracies: float) -> bool:
+    """Whether a running trial of this latency is pruned after these epochs."""
+    attrs = {TrialAttr.HISTORY: _history(*accuracies)}
+    if latency is not None:
+        attrs[TrialAttr.LATENCY_MS] = latency
+    study.add_trial(create_trial(state=TrialState.RUNNING, user_attrs=attrs))
+    trial = study.get_trials(deepcopy=False)[-1]
+    return study.pruner.prune(study, trial)
+
+
+DONE = TrialState.COMPLETE
+
+
+def test_a_dearer_trial_less_accurate_at_a_rung_is_pruned():
+    study = _study((1.0, [0.90, 0.95], DONE))
+    assert _pruned(study, 2.0, 0.80)
+
+
+def test_a_dearer_trial_that_is_more_accurate_goes_on():
+    study = _study((1.0, [0.90, 0.95], DONE))
+    assert not _pruned(study, 2.0, 0.92)
+
+
+def test_the_cheapest_trial_goes_on_however_inaccurate():
+    """No trial could dominate it: the front's cheap end is never pruned away."""
+    study = _study((2.0, [0.90, 0.95], DONE), (3.0, [0.95], DONE))
+    assert not _pruned(study, 0.5, 0.10)
+
+
+def test_only_rungs_judge():
+    study = _study((1.0, [0.90, 0.95, 0.96], DONE))
+    assert not _pruned(study, 2.0, 0.90, 0.50)  # epoch 2 is no rung (1, 3, 9)
+    assert _pruned(study, 2.0, 0.50, 0.60, 0.70)  # epoch 3 is
+
+
+def test_the_top_third_of_the_trials_no_dearer_go_on():
+    cheaper = [(1.0, [a], DONE) for a in (0.95, 0.90, 0.85, 0.80, 0.75)]
+    # With itself, six trials at the rung: the best two go on.
+    assert not _pruned(_study(*cheaper), 2.0, 0.92)
+    assert _pruned(_study(*cheaper), 2.0, 0.88)
+    # Dearer trials are no competitors: the same trial among them goes on.
+    dearer = [(9.0, [a], DONE) for a in (0.95, 0.90, 0.85, 0.80, 0.75)]
+    assert not _pruned(_study(*dearer), 2.0, 0.50)
+
+
+def test_a_completed_trial_that_stopped_early_competes_with_its_best():
+    study = _study((1.0, [0.90, 0.97], DONE))  # early-stopped after 2 epochs
+    assert _pruned(study, 2.0, 0.90, 0.92, 0.95)
+    running = _study((1.0, [0.90, 0.97], TrialState.PRUNED))  # pruned: it left the race
+    assert not _pruned(running, 2.0, 0.10, 0.20, 0.30)
+
+
+def test_a_trial_without_its_costs_is_never_pruned():
+    study = _study((1.0, [0.99], DONE))
+    assert not _pruned(study, None, 0.10)
