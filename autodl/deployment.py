@@ -31,7 +31,7 @@ WARM_UP_CALLS = 10
 #: Timed calls: at least this many, and more for fast models, up to ``TIMED_SECONDS``.
 MIN_TIMED_CALLS = 30
 MAX_TIMED_CALLS = 1000
-TIMED_SECONDS = 0.25
+TIMED_SECONDS = 0.1
 #: Interpreter threads: one, so that latencies compare on a busy machine.
 THREADS = 1
 

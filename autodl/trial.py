@@ -176,8 +176,7 @@ def prepare_model(
         hyperparameters declared for it.
     """
     # Free the previous trial's graph and layers so memory does not grow per trial.
-    # The garbage itself is collected every few trials by the orchestrator: a full
-    # collection with TensorFlow loaded costs about 0.25 s.
+    # The garbage itself is collected every few trials by the orchestrator.
     keras.backend.clear_session(free_memory=False)
     keras.config.set_dtype_policy(policy)  # clear_session resets it
     if seed is not None:

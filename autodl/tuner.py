@@ -31,14 +31,15 @@ from autodl.hyperparameters import declared_conditions, optuna_params
 from autodl.lost_trials import LostTrials
 from autodl.objectives import ACCURACY, OBJECTIVES
 from autodl.pruners import PRUNERS
-from autodl.runtime import quiet_libraries
+from autodl.runtime import freeze_long_lived_objects, quiet_libraries
 from autodl.samplers import SAMPLERS
 from autodl.storage import FailKind, TrialAttr
 from autodl.trial import EpochListener, TrialRunner, dry_build
 from autodl.workers import run_in_workers
 
 FAILURE_STREAK = 3
-#: Trials between full garbage collections (each costs about 0.25 s with TensorFlow loaded).
+#: Trials between full garbage collections (each takes milliseconds once the process's
+#: long-lived objects are frozen: :func:`autodl.runtime.freeze_long_lived_objects`).
 GC_EVERY = 10
 
 
@@ -399,6 +400,7 @@ def run_trials(
         listener.trial_started(trial.number)
         return runner(trial)
 
+    freeze_long_lived_objects()
     try:
         while deadline is None or time.monotonic() < deadline:
             lock.acquire()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -476,12 +477,16 @@ def test_arch_is_required(tmp_path):
         ({"study": "-x"}, "bad study name"),
         ({"study": "a b"}, "bad study name"),
         ({"study": "x" * 129}, "bad study name"),
+        ({"objective": "accuracy,accuracy"}, "--objective names accuracy twice"),
+        ({"max_latency": 0}, "--max-latency must be more than zero (ms), got 0"),
+        ({"max_params": -5}, "--max-params must be more than zero (parameters), got -5"),
+        ({"max_size": math.inf}, "--max-size must be more than zero (MB), got inf"),
     ],
 )
 def test_validate_errors(options, message):
-    with pytest.raises(AutodlError, match=message.replace("(", r"\(")):
+    with pytest.raises(AutodlError, match=re.escape(message)):
         load_config({"arch": "mlp", **options})
-    with pytest.raises(AutodlError, match=message.replace("(", r"\(")):
+    with pytest.raises(AutodlError, match=re.escape(message)):
         TuneConfig(arch="mlp", **options).validate()
 
 
@@ -640,3 +645,21 @@ def test_the_guide_preset_fixes_the_guides_mnist_recipe():
     # mlp's own ranges take every value, so a dry build comes out as the guide's network
     hp = dry_build(instantiate(find("mlp"), (28, 28, 1), 10), config.space)
     assert {name: hp.values[name] for name in GUIDE} == GUIDE
+
+
+# --- objectives and limits -----------------------------------------------------------------
+
+
+def test_objectives_and_limits_from_a_study_file(tmp_path):
+    path = write(tmp_path / "study.toml", '[tune]\narch = "cnn"\nobjective = ["latency", '
+                 '"accuracy"]\nmax_size = 2.5\nmax_params = 1e6\n')
+    config = load_config({}, path)
+    assert config.objectives == ("accuracy", "latency")
+    assert config.limits == {"params": 1e6, "size": 2.5e6}  # size in bytes
+    assert config.pruner_name == "pareto"
+    assert load_config({"objective": "accuracy,size"}, path).objectives == ("accuracy", "size")
+
+
+def test_one_objective_and_no_limits_by_default():
+    config = load_config({"arch": "mlp"})
+    assert (config.objectives, config.limits, config.pruner_name) == (("accuracy",), {}, "sha")
