@@ -237,7 +237,7 @@ def show_study(url: str, name: str, top: int = 10) -> StudyDetail:
             f"study {name!r} has no completed trial yet ({overview.complete} complete, "
             f"{overview.pruned} pruned, {overview.failed} failed, {overview.running} running)"
         )
-    best = storage.lead_trial(study, "show")
+    best = storage.best_trial(study, "show")
     multi = storage.is_multi_objective(study)
     if multi:
         best_test = storage.recorded_front_test(study).get(best.number)
@@ -270,16 +270,25 @@ def _fmt(value: Any, accuracy: bool = False) -> str:
     return str(value)
 
 
-def render_table(frame: pd.DataFrame) -> str:
-    """A table for people: short numbers, ``-`` for missing values, no index."""
-    if frame.empty:
-        return "(none)"
+def formatted(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table's values as text for people.
+
+    Numbers are short, missing values ``-``, and hyperparameter columns are named by the
+    hyperparameters' own names.
+    """
     shown = frame.astype(object)
     for column in shown.columns:
         accuracy = "acc" in column
         shown[column] = shown[column].map(lambda value, a=accuracy: _fmt(value, a))
     shown.columns = [c.removeprefix(HP_PREFIX) for c in frame.columns]
-    return shown.to_string(index=False)
+    return shown
+
+
+def render_table(frame: pd.DataFrame) -> str:
+    """A table for people (:func:`formatted`), without the index."""
+    if frame.empty:
+        return "(none)"
+    return formatted(frame).to_string(index=False)
 
 
 def render_studies(overviews: list[StudyOverview]) -> str:

@@ -343,8 +343,10 @@ class Studies(Command):
 
     name = "studies"
     help = "list the studies in a storage"
-    description = ("List every study: arch, dataset, trials by state, best validation "
-                   "accuracy, test accuracy of the best model, created and last-updated time.")
+    description = ("List every study: arch, dataset, objectives, trials by state, best "
+                   "validation accuracy, test accuracy of the best model (of a study of "
+                   "several objectives: of its most accurate model), created and last-updated "
+                   "time.")
     storage = True
     csv = "also write the listing as CSV"
     force = "replace an existing --csv FILE"
@@ -377,7 +379,10 @@ class Show(Command):
     name = "show"
     help = "show a study's best trial and top trials"
     description = ("Show a study's best trial in full (hyperparameters, per-epoch history, "
-                   "parameter count, training time) and its top completed trials.")
+                   "parameter count, training time) and its top completed trials. A study of "
+                   "several objectives shows its Pareto front instead of a best trial: each "
+                   "front trial's accuracies, parameters, size and latency, and "
+                   "hyperparameters.")
     storage = True
     csv = "write every trial as CSV"
     force = "replace an existing --csv FILE"
@@ -433,13 +438,14 @@ class Dashboard(Command):
 
 
 class Export(Command):
-    """``autodl export``: a study's best model, verified, with its manifest."""
+    """``autodl export``: a study's best model, or one trial's, verified, with its manifest."""
 
     name = "export"
     help = "export a study's best model for serving (see its --format)"
-    description = ("Write a study's best model and its manifest (what the model is, what it "
-                   "takes, how inputs are prepared), then load it back with its format's "
-                   "runtime and check it predicts the test split as the stored model does.")
+    description = ("Write a study's best model (or, with --trial, a chosen trial's) and its "
+                   "manifest (what the model is, what it takes, how inputs are prepared), then "
+                   "load it back with its format's runtime and check it predicts the test split "
+                   "as the stored model does.")
     storage = True
     force = "replace --out if it is an earlier export"
 
@@ -450,9 +456,13 @@ class Export(Command):
         parser.add_argument("--out", required=True, metavar="PATH",
                             help="the folder, or the model file, to create")
         parser.add_argument("--format", help="the model's format")
+        parser.add_argument("--trial", type=int, metavar="N",
+                            help="export trial N's model instead of the best one: any trial "
+                            "that kept one (see `autodl show`); needed for a study of several "
+                            "objectives, which has a Pareto front and no best trial")
         parser.add_argument("--retrain", action="store_true",
-                            help="train the best configuration again on training + validation "
-                            "data, for the best trial's epoch count")
+                            help="train the exported trial's configuration again on training "
+                            "+ validation data, for its best epoch count")
 
     def late_help(self) -> dict[str, str]:
         """``--out`` and ``--format``, from :data:`autodl.export.FORMATS`."""
@@ -477,7 +487,7 @@ class Export(Command):
         from autodl.export import export_study
 
         result = export_study(args.study, args.out, args.format, args.storage, args.retrain,
-                              args.force, quiet=not args.debug)
+                              args.force, quiet=not args.debug, trial_number=args.trial)
         manifest, check = result.manifest, result.manifest["verification"]
         retrained = manifest["retrained"]
         how = (f"retrained for {retrained['epochs']} epochs on {retrained['examples']} examples"
@@ -528,7 +538,9 @@ class Report(Command):
     description = ("Write a folder holding index.html and PNG figures (optimization "
                    "history, parameter importances, parallel coordinates, per-epoch values of "
                    "every trial, the best trial's training curves, its confusion matrix and "
-                   "test images), to open in a browser without a server.")
+                   "test images), to open in a browser without a server. A study of several "
+                   "objectives adds its Pareto front, and its most accurate front trial "
+                   "stands for the best.")
     storage = True
     force = "replace DIR if it holds an earlier report"
 

@@ -1,16 +1,19 @@
-"""Export a study's best model for serving: Keras, TensorFlow SavedModel, TFLite or ONNX.
+"""Export a study's model for serving: Keras, TensorFlow SavedModel, TFLite or ONNX.
+
+The model is the study's best trial's, or any trial's that kept one (``--trial N``): a
+study of several objectives has no best trial, so a trial of its Pareto front is chosen.
 
 An export is a folder holding the model file(s) and ``manifest.json``, or a model file
 written on its own with its manifest beside it (``model.onnx`` and
 ``model.onnx.manifest.json``): see :func:`export_study`. The manifest says what
-the model is (study, trial, hyperparameters, accuracies), what it takes (input shape,
-dtype, and how to turn an image or an array into an input: see
-:func:`describe_preprocessing`), its class names, and the library versions. Before the
-export appears, the written model is loaded back with its format's own runtime and its
-predictions on the study's test split are compared with the stored model's; a
-difference above the format's tolerance is an error. The export is written in a
-temporary folder beside its destination and renamed at the end, so a failed export
-leaves nothing behind.
+the model is (study, trial, hyperparameters, accuracies, the study's objectives and the
+trial's deployment costs), what it takes (input shape, dtype, and how to turn an image
+or an array into an input: see :func:`describe_preprocessing`), its class names, and
+the library versions. Before the export appears, the written model is loaded back with
+its format's own runtime and its predictions on the study's test split are compared
+with the stored model's; a difference above the format's tolerance is an error. The
+export is written in a temporary folder beside its destination and renamed at the end,
+so a failed export leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ from autodl.datasets import Splits
 from autodl.deployment import litert_runner, write_tflite
 from autodl.errors import AutodlError, choose
 from autodl.hyperparameters import OptunaHyperParameters
+from autodl.objectives import ACCURACY
 from autodl.plugin import overrides_fit
 from autodl.storage import TrialAttr
 from autodl.trial import dtype_policy, encode_labels, prepare_model, trial_seed
@@ -482,6 +486,24 @@ class ExportResult:
     manifest: dict[str, Any]
 
 
+def _chosen_trial(study: optuna.Study, number: int | None) -> optuna.trial.FrozenTrial:
+    """Trial ``number``, which must have a stored model; by default the best trial.
+
+    Raises:
+        AutodlError: If trial ``number`` does not exist or kept no model; without a
+            number, if no trial has completed, or the study has several objectives (no
+            best trial: the message names its Pareto front's trials).
+    """
+    if number is not None:
+        return storage.trial_with_model(study, number)
+    best = storage.best_trial(study, "export")
+    if storage.is_multi_objective(study):
+        front = ", ".join(str(trial.number) for trial in storage.pareto_front(study))
+        raise AutodlError(f"study {study.study_name!r} tunes several objectives: choose a "
+                          f"trial of its Pareto front with --trial N (front: {front})")
+    return best
+
+
 def export_study(
     study_name: str,
     out: str | Path,
@@ -490,8 +512,9 @@ def export_study(
     retrain_model: bool = False,
     force: bool = False,
     quiet: bool = True,
+    trial_number: int | None = None,
 ) -> ExportResult:
-    """Export a study's best model, verified against the stored one.
+    """Export a study's best model, or one trial's, verified against the stored one.
 
     Args:
         study_name: The study.
@@ -502,19 +525,22 @@ def export_study(
         format: A name in :data:`FORMATS`; by default the format whose suffix ``out``
             ends in, else ``keras``.
         storage_url: The study's Optuna storage.
-        retrain_model: Train the best configuration again on training + validation data
-            for the best trial's epoch count, instead of exporting its stored model.
+        retrain_model: Train the trial's configuration again on training + validation
+            data for the trial's best epoch count, instead of exporting its stored model.
         force: Replace ``out`` if it is an earlier export (or an empty folder).
         quiet: Hide the converters' own console output.
+        trial_number: The trial to export, one with a stored model; by default the best
+            trial. A study of several objectives has no best trial and needs one.
 
     Returns:
         The export's model file, manifest file and manifest.
 
     Raises:
         AutodlError: For an unknown format or study, an ``out`` named like another
-            format's file, a study without a completed trial, an existing ``out``, a
-            missing converter or runtime, or a written model whose predictions differ
-            from the stored model's. Nothing is left at ``out`` then.
+            format's file, a study without a completed trial, a trial without a stored
+            model, no ``trial_number`` for a study of several objectives, an existing
+            ``out``, a missing converter or runtime, or a written model whose predictions
+            differ from the stored model's. Nothing is left at ``out`` then.
     """
     out = Path(out)
     model_format = _choose_format(format, out)
@@ -522,7 +548,7 @@ def export_study(
     _check_destination(out, force, as_file)
     model_format.require()
     study = storage.load_existing(storage_url, study_name)
-    trial = storage.best_trial(study, "export")
+    trial = _chosen_trial(study, trial_number)
     facts = storage.recorded_facts(study, _NEEDED_FACTS)
     splits = storage.study_splits(study)
     retrained = None
@@ -546,8 +572,11 @@ def export_study(
             "trial": trial.number,
             "arch": facts["arch"],
             "dataset": facts["dataset"],
+            "objectives": storage.study_objectives(study),
             "hyperparameters": storage.hyperparameters(trial),
-            "validation_accuracy": trial.value,
+            # Measured on the architecture before it trained: a retrained model's too.
+            "deployment": storage.deployment_figures(trial),
+            "validation_accuracy": storage.objective_value(trial, ACCURACY),
             "test_accuracy": float(np.mean(probabilities.argmax(-1) == splits.y_test)),
             "test_examples": len(splits.y_test),
             "retrained": None if retrained is None else {

@@ -478,19 +478,33 @@ def load_existing(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
+def most_accurate_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The study's best trial; of a multi-objective study, its most accurate front trial.
+
+    Returns:
+        The trial, or None while no trial has completed.
+    """
+    if is_multi_objective(study):
+        return next(iter(pareto_front(study)), None)
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial
+        return None
+
+
 def best_trial(study: optuna.Study, purpose: str) -> optuna.trial.FrozenTrial:
-    """The study's best trial, for ``purpose`` (e.g. "report").
+    """The study's best trial (:func:`most_accurate_trial`), for ``purpose`` (e.g. "report").
 
     Raises:
         AutodlError: If no trial has completed yet.
     """
-    try:
-        return study.best_trial
-    except ValueError:
+    trial = most_accurate_trial(study)
+    if trial is None:
         raise AutodlError(
             f"study {study.study_name!r} has no completed trial yet, so there is nothing to "
             f"{purpose}; run `autodl tune` on it first"
-        ) from None
+        )
+    return trial
 
 
 def load_trial_model(study: optuna.Study, trial: optuna.trial.FrozenTrial,
@@ -673,35 +687,6 @@ DEPLOYMENT_ATTRS = (TrialAttr.PARAMS_COUNT, TrialAttr.SIZE_BYTES, TrialAttr.LATE
 def deployment_figures(trial: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """The deployment costs a trial recorded (:data:`DEPLOYMENT_ATTRS`), by attribute name."""
     return {attr: trial.user_attrs[attr] for attr in DEPLOYMENT_ATTRS if attr in trial.user_attrs}
-
-
-def most_accurate_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
-    """The study's best trial; of a multi-objective study, its most accurate front trial.
-
-    Returns:
-        The trial, or None while no trial has completed.
-    """
-    if is_multi_objective(study):
-        return next(iter(pareto_front(study)), None)
-    try:
-        return study.best_trial
-    except ValueError:  # no completed trial
-        return None
-
-
-def lead_trial(study: optuna.Study, purpose: str) -> optuna.trial.FrozenTrial:
-    """:func:`most_accurate_trial`, the trial a command shows or uses, for ``purpose``.
-
-    Raises:
-        AutodlError: If no trial has completed yet.
-    """
-    trial = most_accurate_trial(study)
-    if trial is None:
-        raise AutodlError(
-            f"study {study.study_name!r} has no completed trial yet, so there is nothing to "
-            f"{purpose}; run `autodl tune` on it first"
-        )
-    return trial
 
 
 def trial_with_model(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:

@@ -95,7 +95,7 @@ def finished_results(study: optuna.Study,
     objectives = tuple(storage.study_objectives(study))
     front = ({t.number for t in storage.pareto_front(study)} if len(objectives) > 1
              else set())
-    best = _best(study)
+    best = storage.most_accurate_trial(study)
     return (TrialResult.from_frozen(trial, objectives, trial.number in front),
             best and TrialResult.from_frozen(best, objectives, best.number in front))
 
@@ -202,16 +202,6 @@ def _collect_garbage(study: optuna.Study, trial: FrozenTrial) -> None:
     """Collect the garbage of finished trials' models, every ``GC_EVERY`` trials."""
     if trial.number % GC_EVERY == GC_EVERY - 1:
         gc.collect()
-
-
-def _best(study: optuna.Study) -> FrozenTrial | None:
-    """The best trial; of several objectives, the most accurate on the Pareto front."""
-    if storage.is_multi_objective(study):
-        return next(iter(storage.pareto_front(study)), None)
-    try:
-        return study.best_trial
-    except ValueError:  # no completed trial
-        return None
 
 
 _DOWNLOAD_FAILURE = re.compile(r"URL fetch failure on (\S+):")
@@ -538,7 +528,7 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
         interrupted=interrupted,
         objectives=config.objectives,
     )
-    best = _best(study)
+    best = storage.most_accurate_trial(study)
     if best is not None:
         summary.best = TrialResult.from_frozen(best, config.objectives)
     if best is not None and not interrupted:

@@ -107,3 +107,61 @@ def empty_keras_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(home))
     return home
+
+
+@pytest.fixture(scope="session")
+def front_study(tiny_study, tmp_path_factory):
+    """The tiny study's trials again, in a study of accuracy against latency, untrained.
+
+    Its trials keep their stored models and hyperparameters; latencies are made up so that
+    the trials with a model make the Pareto front, the most accurate of them 1.69 MB. It
+    also has a dominated trial without a model, a trial pruned after one epoch and one
+    pruned before training by ``--max-latency``; only the most accurate front model's test
+    accuracy is recorded. Returns ``(storage_url, name)``.
+    """
+    import warnings
+
+    import optuna
+
+    from autodl import storage
+    from autodl.storage import TrialAttr
+
+    folder, tiny_url, name = tiny_study
+    tiny = optuna.load_study(study_name=name, storage=tiny_url)
+    url = f"sqlite:///{tmp_path_factory.mktemp('front')}/front.db"
+    study = optuna.create_study(study_name="front", storage=url,
+                                directions=["maximize", "minimize"])
+    facts = tiny.user_attrs[storage.FACTS_KEY]
+    study.set_user_attr(storage.FACTS_KEY, {
+        **facts, "dataset": f"npz:{folder / 'tiny.npz'}", "objectives": ["accuracy", "latency"],
+        "limits": {"latency": 50.0}})
+    with warnings.catch_warnings():  # Optuna calls it experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(["val_accuracy", "latency_ms"])
+    kept = sorted((t for t in tiny.trials if TrialAttr.MODEL_ARTIFACT in t.user_attrs),
+                  key=lambda t: (t.value, -t.number))
+    latency = {t.number: 1.0 + rank for rank, t in enumerate(kept)}
+    first = tiny.trials[0]
+    without_model = {k: v for k, v in first.user_attrs.items() if k != TrialAttr.MODEL_ARTIFACT}
+
+    def add(accuracy, latency_ms, attrs, source=first, size=48_200):
+        """A trial of these values; pruned where it has no accuracy."""
+        deployment = {TrialAttr.SIZE_BYTES: size, TrialAttr.LATENCY_MS: latency_ms,
+                      TrialAttr.LATENCY_RUNTIME: "litert 2.0, 1 thread"}
+        study.add_trial(optuna.trial.create_trial(
+            state=optuna.trial.TrialState.PRUNED if accuracy is None else
+            optuna.trial.TrialState.COMPLETE,
+            values=None if accuracy is None else [accuracy, latency_ms],
+            params=source.params, distributions=source.distributions,
+            user_attrs={**attrs, **deployment}))
+
+    for trial in tiny.trials:  # without intermediate values: multi-objective trials have none
+        add(trial.value, latency.get(trial.number, 100.0), trial.user_attrs, trial,
+            1_690_000 if trial.number == kept[-1].number else 48_200)
+    add(0.0, 200.0, without_model)
+    add(None, 20.0, {**without_model, TrialAttr.STOPPED_EPOCH: 1,
+                     TrialAttr.HISTORY: first.user_attrs[TrialAttr.HISTORY][:1]})
+    add(None, 70.0, {TrialAttr.STOPPED_EPOCH: 0,
+                     TrialAttr.PRUNED_BECAUSE: "over --max-latency 50: 70 ms"})
+    storage.record_front_test(study, {kept[-1].number: 0.875})
+    return url, "front"

@@ -31,10 +31,11 @@ def test_studies_table_for_people(tiny_study, capsys):
     _, storage, name = tiny_study
     assert main(["studies", "--storage", storage]) == 0
     header, row = capsys.readouterr().out.strip().splitlines()
-    assert header.split() == ["name", "arch", "dataset", "complete", "pruned", "failed",
-                              "running", "best_val_acc", "test_acc", "created", "updated"]
+    assert header.split() == ["name", "arch", "dataset", "objectives", "complete", "pruned",
+                              "failed", "running", "best_val_acc", "test_acc", "created",
+                              "updated"]
     study = load(storage, name)
-    assert row.split()[:7] == [name, "mlp", "npz:tiny.npz", "3", "0", "0", "0"]
+    assert row.split()[:8] == [name, "mlp", "npz:tiny.npz", "accuracy", "3", "0", "0", "0"]
     assert f"{study.best_value:.4f}" in row
     assert f"{study.user_attrs['test']['accuracy']:.4f}" in row
 
@@ -46,7 +47,7 @@ def test_studies_json_for_machines(tiny_study, capsys):
     study = load(storage, name)
     trials = study.trials
     assert record == {
-        "name": name, "arch": "mlp", "dataset": "npz:tiny.npz",
+        "name": name, "arch": "mlp", "dataset": "npz:tiny.npz", "objectives": "accuracy",
         "complete": 3, "pruned": 0, "failed": 0, "running": 0,
         "best_val_accuracy": study.best_value,
         "test_accuracy": study.user_attrs["test"]["accuracy"],
@@ -99,14 +100,20 @@ def test_show_prints_the_best_trial_in_full_and_the_top_trials(tiny_study, capsy
     assert len(top) == 3
 
 
-def test_show_csv_has_every_trial_and_hyperparameter(tiny_study, tmp_path, capsys):
-    _, storage, name = tiny_study
+def shown_csv(tmp_path: Path, storage: str, name: str,
+              *options: str) -> list[tuple[dict[str, str], optuna.trial.FrozenTrial]]:
+    """`autodl show --csv`'s rows, each with its trial; every trial has one, in order."""
     out = tmp_path / "trials.csv"
-    assert main(["show", name, "--storage", storage, "--top", "1", "--csv", str(out)]) == 0
+    assert main(["show", name, "--storage", storage, *options, "--csv", str(out)]) == 0
     rows = read_csv(out)
     trials = load(storage, name).trials
     assert [int(r["number"]) for r in rows] == [t.number for t in trials]
-    for row, trial in zip(rows, trials, strict=True):
+    return list(zip(rows, trials, strict=True))
+
+
+def test_show_csv_has_every_trial_and_hyperparameter(tiny_study, tmp_path, capsys):
+    _, storage, name = tiny_study
+    for row, trial in shown_csv(tmp_path, storage, name, "--top", "1"):
         assert row["state"] == "COMPLETE"
         assert float(row["val_accuracy"]) == trial.value
         assert int(row["epochs"]) == trial.user_attrs["stopped_epoch"]
@@ -137,8 +144,8 @@ def test_studies_without_a_completed_trial(unfinished, capsys):
     assert (waiting["arch"], waiting["failed"], waiting["running"]) == ("cnn", 1, 1)
     assert waiting["best_val_accuracy"] is None and waiting["test_accuracy"] is None
     assert main(["studies", "--storage", unfinished]) == 0
-    assert "waiting  cnn  digits        0      0      1       1            -        -" in (
-        capsys.readouterr().out)
+    assert ("waiting  cnn  digits   accuracy        0      0      1       1            -        -"
+            in capsys.readouterr().out)
     assert_refused(["show", "waiting", "--storage", unfinished],
                    "study 'waiting' has no completed trial yet (0 complete, 0 pruned, "
                    "1 failed, 1 running)", capsys)
@@ -184,3 +191,88 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path):
 def test_help(command, capsys):
     assert run_main([command, "--help"]) == 0
     assert "--storage" in capsys.readouterr().out
+
+
+def _section(out: str, heading: str) -> list[str]:
+    """The lines of a part of `autodl show`'s output, below its heading."""
+    return out.split(f"{heading}\n")[1].split("\n\n")[0].splitlines()
+
+
+def test_studies_list_a_multi_objective_study(front_study, capsys):
+    storage, name = front_study
+    study = load(storage, name)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    most_accurate = max(t.values[0] for t in complete)
+    assert main(["studies", "--storage", storage, "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["objectives"] == "accuracy,latency"
+    assert (record["complete"], record["pruned"]) == (len(complete), 2)
+    assert record["best_val_accuracy"] == most_accurate
+    assert record["test_accuracy"] == 0.875  # the most accurate front model's
+    assert main(["studies", "--storage", storage]) == 0
+    header, row = capsys.readouterr().out.strip().splitlines()
+    assert row.split()[3:5] == ["accuracy,latency", str(len(complete))]
+    assert f"{most_accurate:.4f}   0.8750" in row
+
+
+def test_show_prints_the_pareto_front_of_a_multi_objective_study(front_study, capsys):
+    storage, name = front_study
+    assert main(["show", name, "--storage", storage, "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    study = load(storage, name)
+    front = sorted(study.best_trials, key=lambda t: (-t.values[0], t.number))
+    assert len(front) >= 2
+    ranked = sorted(study.get_trials(states=[optuna.trial.TrialState.COMPLETE]),
+                    key=lambda t: (-t.values[0], t.number))
+    assert "objectives  accuracy,latency" in out and "best trial" not in out
+    header, *rows = _section(out, f"Pareto front: {len(front)} trials, most accurate first")
+    assert header.split() == ["trial", "val_accuracy", "test_accuracy", "params", "size",
+                              "latency_ms"]
+    assert [row.split() for row in rows] == [
+        [str(t.number), f"{t.values[0]:.4f}", "0.8750" if t is front[0] else "-",
+         str(t.user_attrs["params_count"]), *("1.69 MB" if t is front[0] else "48.2 KB").split(),
+         f"{t.values[1]:.4g}"]
+        for t in front]
+    header, *rows = _section(out, "Hyperparameters of the front's trials")
+    assert header.split() == ["hyperparameter", *(f"#{t.number}" for t in front)]
+    assert {row.split()[0] for row in rows} == set(front[0].user_attrs["hyperparameters"])
+    history = _section(out, f"Per-epoch history of trial #{front[0].number}, the front's "
+                            "most accurate")
+    assert len(history) == 1 + len(front[0].user_attrs["history"])
+    top = _section(out, f"Top 3 of {len(ranked)} completed trials")
+    assert top[0].split()[:7] == ["number", "val_accuracy", "epochs", "train_seconds",
+                                  "params_count", "size_bytes", "latency_ms"]
+    assert [line.split()[:2] for line in top[1:]] == [
+        [str(t.number), f"{t.values[0]:.4f}"] for t in ranked[:3]]
+
+
+def test_show_of_one_objective_has_no_deployment_columns(tiny_study, capsys):
+    _, storage, name = tiny_study
+    assert main(["show", name, "--storage", storage]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto front" not in out
+    for column in ("size_bytes", "latency_ms", "latency_runtime", "pruned_because"):
+        assert column not in out
+
+
+def test_show_csv_carries_the_deployment_costs(front_study, tmp_path):
+    storage, name = front_study
+    shown = shown_csv(tmp_path, storage, name)
+    for row, trial in shown:
+        attrs = trial.user_attrs
+        assert row["state"] == trial.state.name
+        assert row["val_accuracy"] == ("" if trial.values is None else str(trial.values[0]))
+        assert int(row["size_bytes"]) == attrs["size_bytes"]
+        assert float(row["latency_ms"]) == attrs["latency_ms"]
+        assert row["latency_runtime"] == attrs["latency_runtime"]
+        assert row["pruned_because"] == attrs.get("pruned_because", "")
+    last, _ = shown[-1]  # pruned before training, over a limit
+    assert last["epochs"] == "0" and last["pruned_because"].startswith("over --max-latency")
+
+
+def test_sizes_read_in_decimal_units():
+    from autodl.browse import readable_size
+
+    assert readable_size(1_690_000) == "1.69 MB"
+    assert readable_size(48_200) == "48.2 KB"
+    assert readable_size(None) is None

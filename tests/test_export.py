@@ -14,6 +14,7 @@ import numpy as np
 import optuna
 import pytest
 from conftest import make_images
+from test_cli import assert_refused
 
 from autodl.cli import main
 
@@ -405,3 +406,87 @@ def test_augmented_model_exports_without_augmenting(format, tmp_path):
     got = written.load(tmp_path / written.filename)(x)
     assert np.max(np.abs(got - expected)) <= written.tolerance
     keras.backend.clear_session()
+
+
+def _front(front_study) -> tuple[str, str, optuna.Study, list[optuna.trial.FrozenTrial]]:
+    """The multi-objective study and its Pareto front, most accurate first."""
+    storage, name = front_study
+    study = optuna.load_study(study_name=name, storage=storage)
+    return storage, name, study, sorted(study.best_trials, key=lambda t: (-t.values[0],
+                                                                          t.number))
+
+
+def test_multi_objective_study_exports_the_front_trial_asked_for(front_study, tmp_path,
+                                                                 capsys):
+    import keras
+
+    storage, name, study, front = _front(front_study)
+    chosen = front[-1]  # the cheapest, not the most accurate
+    out = tmp_path / "cheap.keras"
+    assert main(["export", name, "--storage", storage, "--out", str(out), "--trial",
+                 str(chosen.number)]) == 0
+    assert capsys.readouterr().out.startswith(f"Exported trial #{chosen.number} of {name} "
+                                              "(its stored model) as keras: ")
+    manifest = json.loads((tmp_path / "cheap.keras.manifest.json").read_text())
+    assert manifest["trial"] == chosen.number
+    assert manifest["objectives"] == ["accuracy", "latency"]
+    assert manifest["validation_accuracy"] == chosen.values[0]
+    attrs = chosen.user_attrs
+    assert manifest["deployment"] == {
+        key: attrs[key] for key in ("params_count", "size_bytes", "latency_ms",
+                                    "latency_runtime")}
+    assert keras.models.load_model(out).count_params() == attrs["params_count"]
+    assert attrs["params_count"] != front[0].user_attrs["params_count"]  # another model
+
+
+def test_retrain_exports_the_trial_asked_for(front_study, tmp_path):
+    import keras
+
+    storage, name, _, front = _front(front_study)
+    chosen = front[-1]
+    out = tmp_path / "retrained"
+    assert main(["export", name, "--storage", storage, "--out", str(out), "--trial",
+                 str(chosen.number), "--retrain"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["trial"] == chosen.number
+    assert manifest["retrained"]["epochs"] == chosen.user_attrs["best_epoch"]
+    assert manifest["hyperparameters"] == chosen.user_attrs["hyperparameters"]
+    model = keras.models.load_model(out / "model.keras")
+    assert model.count_params() == chosen.user_attrs["params_count"]
+
+
+def _trial_refusals(front_study, tiny_study) -> dict[str, tuple[list[str], str]]:
+    storage, name, study, front = _front(front_study)
+    numbers = ", ".join(str(t.number) for t in front)
+    kept = ", ".join(str(t.number) for t in study.trials if "model_artifact_id" in t.user_attrs)
+    complete = optuna.trial.TrialState.COMPLETE
+    dominated = next(t.number for t in study.trials
+                     if t.state == complete and "model_artifact_id" not in t.user_attrs)
+    pruned = study.trials[-1].number
+    tiny = optuna.load_study(study_name=tiny_study[2], storage=tiny_study[1])
+    not_best = next(t.number for t in tiny.trials if "model_artifact_id" not in t.user_attrs)
+    at = ["--storage", storage]
+    return {
+        "no --trial": ([name, *at], f"study 'front' tunes several objectives: choose a trial "
+                       f"of its Pareto front with --trial N (front: {numbers})"),
+        "no such trial": ([name, *at, "--trial", "99"],
+                          f"study 'front' has no trial #99 (its trials: #0 to #{pruned})"),
+        "dominated": ([name, *at, "--trial", str(dominated)],
+                      f"trial #{dominated} of study 'front' has no stored model (it was not on "
+                      f"the Pareto front when it completed); trials with one: {kept}"),
+        "pruned": ([name, *at, "--trial", str(pruned), "--retrain"],
+                   f"trial #{pruned} of study 'front' has no stored model (it is PRUNED)"),
+        "not the best": (["tiny", "--storage", tiny_study[1], "--trial", str(not_best)],
+                         f"trial #{not_best} of study 'tiny' has no stored model (it was not "
+                         "the best when it completed)"),
+        "not a number": ([name, *at, "--trial", "best"], "argument --trial: invalid int value"),
+    }
+
+
+@pytest.mark.parametrize("case", ["no --trial", "no such trial", "dominated", "pruned",
+                                  "not the best", "not a number"])
+def test_trial_without_a_model_is_refused(case, front_study, tiny_study, tmp_path, capsys):
+    args, message = _trial_refusals(front_study, tiny_study)[case]
+    with inside(tiny_study[0]):
+        assert_refused(["export", *args, "--out", str(tmp_path / "out")], message, capsys)
+    assert list(tmp_path.iterdir()) == []

@@ -12,7 +12,7 @@ from optuna.distributions import FloatDistribution
 from PIL import Image
 from test_cli import assert_refused, run_main
 
-from autodl import report
+from autodl import report, storage
 from autodl.cli import main
 from autodl.report import FIGURES, write_report
 
@@ -185,3 +185,69 @@ def test_storage_password_is_not_written_into_the_page(tmp_path):
     context = _context(np.zeros((6, 20), "float32"), np.zeros(6, "int64"))
     page = report._page(context, "postgresql://ann:s3cret@db.example/autodl", {})
     assert "s3cret" not in page and "postgresql://ann:***@db.example/autodl" in page
+
+
+
+def test_multi_objective_report_shows_the_pareto_front(front_study, tmp_path, capsys):
+    storage, name = front_study
+    out = tmp_path / "r"
+    assert main(["report", name, "--storage", storage, "--out", str(out)]) == 0
+    figures = len(FIGURES) + 1  # every figure, the Pareto front first
+    assert capsys.readouterr().out.strip() == f"Report: {out / 'index.html'} ({figures} figures)"
+    assert {path.name for path in out.iterdir()} == {"index.html", report.PARETO_FILE, *ALL_PNGS}
+    with Image.open(out / report.PARETO_FILE) as image:
+        assert image.size == (900, 560)
+        pixels = np.asarray(image.convert("RGB")).astype(int)
+    red = (abs(pixels[..., 0] - 214) < 20) & (pixels[..., 1] < 70) & (pixels[..., 2] < 70)
+    assert red.sum() > 200  # the front, in tab:red
+    study = optuna.load_study(study_name=name, storage=storage)
+    front = sorted(study.best_trials, key=lambda t: (-t.values[0], t.number))
+    page = (out / "index.html").read_text(encoding="utf-8")
+    sources = re.findall(r'\bsrc="([^"]*)"', page)
+    assert sources == [report.PARETO_FILE, *(spec.file for spec in FIGURES)]
+    assert "<th>objectives</th><td>accuracy, latency</td>" in page
+    assert f"<th>most accurate front trial</th><td>#{front[0].number}</td>" in page
+    assert "<th>TFLite size</th><td>1.69 MB</td>" in page
+    assert f"Hyperparameters of trial #{front[0].number}" in page
+    table = page.split("<h2>Pareto front</h2>")[1].split("</table>")[0]
+    cells = re.findall(r"<td>([^<]*)</td>", table)
+    assert cells[:6] == [str(front[0].number), f"{front[0].values[0]:.4f}", "0.8750",
+                         str(front[0].user_attrs["params_count"]), "1.69 MB",
+                         f"{front[0].values[1]:.4g}"]
+    assert cells[6::6] == [str(t.number) for t in front[1:]]
+    assert "<script" not in page and "://" not in page.split("<h2>Pareto front</h2>")[1]
+
+
+def _front_context(study: optuna.Study) -> report._Context:
+    """A multi-objective study's figures' context, over made-up test data."""
+    best = study.best_trials[0]
+    x, predicted = np.zeros((4, 20), "float32"), np.zeros(4, "int64")
+    return report._Context(study, study.trials, best, x, predicted, predicted, ["a", "b"])
+
+
+def _deployment_study(objectives: list[str]) -> optuna.Study:
+    study = optuna.create_study(directions=["maximize"] + ["minimize"] * (len(objectives) - 1))
+    study.set_user_attr(storage.FACTS_KEY, {"objectives": objectives})
+    for values in ([0.9, 30, 3.0], [0.8, 20, 1.0], [0.7, 40, 2.0], [0.6, 10, 5.0]):
+        study.add_trial(optuna.create_trial(values=values[:len(objectives)]))
+    return study
+
+
+@pytest.mark.parametrize(("objectives", "axis", "across"), [
+    (["accuracy", "latency"], 1, "latency_ms"),
+    (["accuracy", "params", "latency"], 2, "latency_ms"),
+    (["accuracy", "size", "params"], 1, "size_bytes"),
+])
+def test_pareto_figure_puts_latency_across_else_the_first_cost(objectives, axis, across):
+    study = _deployment_study(objectives)
+    context = _front_context(study)
+    spec = context.figures[0]
+    figure = report._DRAW[spec.file](context, spec)
+    ax = figure.axes[0]
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (across, "val_accuracy")
+    front = sorted(study.best_trials, key=lambda t: t.values[axis])
+    (line,) = ax.get_lines()  # the front, joined in order across
+    np.testing.assert_allclose(line.get_xydata(), [[t.values[axis], t.values[0]] for t in front])
+    (points,) = ax.collections  # every completed trial
+    assert len(points.get_offsets()) == len(study.trials)
+    assert ("may look beaten" in spec.caption) == (len(objectives) > 2)

@@ -64,15 +64,31 @@ def test_kill_9_mid_trial_then_rerun_resumes_and_retries_the_lost_trial(in_tmp, 
 
 def test_open_study_records_facts_and_refuses_another_dataset(tmp_path):
     url = f"sqlite:///{tmp_path}/s.db"
-    facts = {"arch": "mlp", "dataset": "digits"}
+    facts = {"arch": "mlp", "dataset": "digits", "objectives": ["accuracy"]}
     sampler, pruner = optuna.samplers.RandomSampler(), optuna.pruners.NopPruner()
     study = storage.open_study(storage.open_storage(url), "s", facts, sampler, pruner)
     assert study.user_attrs[storage.FACTS_KEY] == facts
+    assert study.metric_names == ["val_accuracy"]  # optuna-dashboard's name for the value
     again = storage.open_study(storage.open_storage(url), "s", facts, sampler, pruner)
     assert again._study_id == study._study_id
     with pytest.raises(AutodlError, match="was run with dataset 'digits', not 'mnist'"):
         storage.open_study(storage.open_storage(url), "s", {**facts, "dataset": "mnist"},
                            sampler, pruner)
+    with pytest.raises(AutodlError, match="was tuned for --objective accuracy, not "
+                                          "accuracy,latency; continue it with those"):
+        storage.open_study(storage.open_storage(url), "s",
+                           {**facts, "objectives": ["accuracy", "latency"]}, sampler, pruner)
+
+
+def test_a_study_of_an_older_autodl_gets_its_metric_named(tmp_path):
+    url = f"sqlite:///{tmp_path}/s.db"
+    old = optuna.create_study(study_name="s", storage=url, direction="maximize")
+    old.set_user_attr(storage.FACTS_KEY, {"arch": "mlp", "dataset": "digits"})
+    facts = {"arch": "mlp", "dataset": "digits", "objectives": ["accuracy"]}
+    study = storage.open_study(storage.open_storage(url), "s", facts,
+                               optuna.samplers.RandomSampler(), optuna.pruners.NopPruner())
+    assert storage.study_objectives(study) == ["accuracy"]
+    assert study.metric_names == ["val_accuracy"]
 
 
 def test_a_file_that_is_not_a_database_is_refused_and_left_unchanged(tmp_path):
