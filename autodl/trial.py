@@ -461,14 +461,14 @@ class TrialRunner:
             The model's value of each deployment objective, in the study's order.
         """
         measured: dict[str, float] = {PARAMS: model.count_params()}
-        if {SIZE, LATENCY} & (set(self.objectives) | set(self.limits)):
-            if not self._over_limits(trial, measured):
-                deployment = measure(model)
-                measured.update({SIZE: deployment.size_bytes, LATENCY: deployment.latency_ms})
-                trial.set_user_attr(TrialAttr.SIZE_BYTES, deployment.size_bytes)
-                trial.set_user_attr(TrialAttr.LATENCY_MS, deployment.latency_ms)
-                trial.set_user_attr(TrialAttr.LATENCY_RUNTIME, deployment.runtime)
         problem = self._over_limits(trial, measured)
+        if not problem and {SIZE, LATENCY} & (set(self.objectives) | set(self.limits)):
+            deployment = measure(model)
+            measured.update({SIZE: deployment.size_bytes, LATENCY: deployment.latency_ms})
+            trial.set_user_attr(TrialAttr.SIZE_BYTES, deployment.size_bytes)
+            trial.set_user_attr(TrialAttr.LATENCY_MS, deployment.latency_ms)
+            trial.set_user_attr(TrialAttr.LATENCY_RUNTIME, deployment.runtime)
+            problem = self._over_limits(trial, measured)
         if problem:
             trial.set_user_attr(TrialAttr.STOPPED_EPOCH, 0)
             trial.set_user_attr(TrialAttr.PRUNED_BECAUSE, problem)

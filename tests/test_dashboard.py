@@ -128,6 +128,8 @@ def test_dashboard_in_a_real_browser(chromium, tiny_study, browser, tmp_path):
         browser.find_element(By.CSS_SELECTOR, "a[href$='/trials']").click()
         text = page_text(browser, "3 Trials", "Trial 0", "Trial 1", "Trial 2", "Best Trial")
         assert "Intermediate Values" in text  # autodl's per-epoch reports
+        # The value is named as autodl names it (study.set_metric_names), not "Objective 0".
+        assert "val_accuracy" in text and "Objective 0" not in text
         browser.get(f"{browser.current_url}?numbers={best.number}")
         # The best model is an artifact of its trial, from the same artifact store.
         page_text(browser, f"Trial {best.number} (", "Intermediate Values",
