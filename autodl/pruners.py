@@ -16,8 +16,9 @@ from autodl.errors import AutodlError
 if TYPE_CHECKING:
     import optuna
 
-#: Makes a pruner for trials of at most ``epochs`` epochs, tuned for ``objectives``.
-PrunerFactory = Callable[[int, tuple[str, ...]], "optuna.pruners.BasePruner"]
+#: Makes a pruner for trials of at most ``epochs`` epochs, tuned for ``objectives``, whose
+#: validation accuracy is measured on ``validation_examples`` examples.
+PrunerFactory = Callable[[int, tuple[str, ...], int], "optuna.pruners.BasePruner"]
 
 
 def _one_objective(name: str, objectives: tuple[str, ...]) -> None:
@@ -27,7 +28,8 @@ def _one_objective(name: str, objectives: tuple[str, ...]) -> None:
                           f"{','.join(objectives)} use pareto (the default) or none")
 
 
-def _cost_halving(epochs: int, objectives: tuple[str, ...]) -> optuna.pruners.BasePruner:
+def _cost_halving(epochs: int, objectives: tuple[str, ...],
+                  validation_examples: int) -> optuna.pruners.BasePruner:
     from autodl.cost_halving import CostHalvingPruner
     from autodl.storage import TrialAttr
 
@@ -35,7 +37,8 @@ def _cost_halving(epochs: int, objectives: tuple[str, ...]) -> optuna.pruners.Ba
     return CostHalvingPruner(TrialAttr.EPOCH_FLOPS)
 
 
-def _pareto_halving(epochs: int, objectives: tuple[str, ...]) -> optuna.pruners.BasePruner:
+def _pareto_halving(epochs: int, objectives: tuple[str, ...],
+                    validation_examples: int) -> optuna.pruners.BasePruner:
     from autodl.pareto_halving import ParetoHalvingPruner
     from autodl.storage import OBJECTIVE_ATTRS, TrialAttr
     from autodl.trial import MONITOR
@@ -44,31 +47,35 @@ def _pareto_halving(epochs: int, objectives: tuple[str, ...]) -> optuna.pruners.
         raise AutodlError("--pruner pareto is for several objectives (e.g. --objective "
                           "accuracy,latency); for accuracy alone use sha (the default)")
     return ParetoHalvingPruner([OBJECTIVE_ATTRS[name] for name in objectives[1:]],
-                               TrialAttr.HISTORY, MONITOR)
+                               TrialAttr.HISTORY, MONITOR, validation_examples)
 
 
-def _successive_halving(epochs: int, objectives: tuple[str, ...]) -> optuna.pruners.BasePruner:
+def _successive_halving(epochs: int, objectives: tuple[str, ...],
+                        validation_examples: int) -> optuna.pruners.BasePruner:
     import optuna
 
     _one_objective("sha-epochs", objectives)
     return optuna.pruners.SuccessiveHalvingPruner(min_resource=1)
 
 
-def _hyperband(epochs: int, objectives: tuple[str, ...]) -> optuna.pruners.BasePruner:
+def _hyperband(epochs: int, objectives: tuple[str, ...],
+               validation_examples: int) -> optuna.pruners.BasePruner:
     import optuna
 
     _one_objective("hyperband", objectives)
     return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs)
 
 
-def _median(epochs: int, objectives: tuple[str, ...]) -> optuna.pruners.BasePruner:
+def _median(epochs: int, objectives: tuple[str, ...],
+            validation_examples: int) -> optuna.pruners.BasePruner:
     import optuna
 
     _one_objective("median", objectives)
     return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1)
 
 
-def _none(epochs: int, objectives: tuple[str, ...]) -> optuna.pruners.BasePruner:
+def _none(epochs: int, objectives: tuple[str, ...],
+          validation_examples: int) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.NopPruner()

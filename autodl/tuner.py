@@ -249,9 +249,9 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits, dict[str, Any]]
         configuration (a new study's first trial).
     """
     make_sampler(config, 0)  # a missing optional dependency (gp: torch) is said now
-    make_pruner(config)
     storage.check_storage_url(config.storage)
     hypermodel, splits = prepare_task(config)
+    make_pruner(config, splits)
     try:
         hp = dry_build(hypermodel, config.space)
     except AutodlError:
@@ -322,9 +322,10 @@ def _evaluate_front(study: optuna.Study, store: storage.ModelStore, splits: Spli
     storage.record_front_test(study, accuracies)
 
 
-def make_pruner(config: TuneConfig) -> optuna.pruners.BasePruner:
-    """The ``--pruner``, for trials of at most ``--epochs`` epochs."""
-    return choose(PRUNERS, config.pruner_name, "pruner")(config.epochs, config.objectives)
+def make_pruner(config: TuneConfig, splits: Splits) -> optuna.pruners.BasePruner:
+    """The ``--pruner``, for trials of at most ``--epochs`` epochs validated on ``splits``."""
+    return choose(PRUNERS, config.pruner_name, "pruner")(config.epochs, config.objectives,
+                                                          len(splits.y_val))
 
 
 def make_sampler(config: TuneConfig, trial_number: int) -> optuna.samplers.BaseSampler:
@@ -443,9 +444,9 @@ def work(config: TuneConfig, listener: TuneListener, spent: Callable[[], bool],
         study_name=config.study_name,
         storage=storage.open_storage(config.storage, config.heartbeat,
                                      LostTrials(checkpoint_store(config))),
-        pruner=make_pruner(config),
     )
     splits = storage.study_splits(study)
+    study.pruner = make_pruner(config, splits)
     began = time.monotonic() - (time.time() - started)  # the same instant, in this clock
     return run_trials(study, make_hypermodel(config, splits), splits, config, listener,
                       began, spent)
@@ -475,7 +476,7 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
         config.study_name,
         facts,
         make_sampler(config, 0),
-        make_pruner(config),
+        make_pruner(config, splits),
     )
     recorded = study.user_attrs[storage.FACTS_KEY]
     # Joining a study (another machine, a later run): its trials must all see the same
@@ -483,6 +484,7 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     if any(recorded.get(key) != facts[key] for key in storage.SPLIT_FACTS):
         splits = storage.study_splits(study)
         hypermodel = make_hypermodel(config, splits)
+        study.pruner = make_pruner(config, splits)
     if not study.get_trials(deepcopy=False):
         # The first trial trains the defaults, as KerasTuner's does: a good model in
         # the first minute, and a yardstick for the pruner.

@@ -24,7 +24,7 @@ def _finished(cost: float, epochs: int = len(CURVE)) -> optuna.trial.FrozenTrial
 
 
 def _study_with_cheap_trials(n: int) -> optuna.Study:
-    study = optuna.create_study(direction="maximize", pruner=PRUNERS["sha"](10, (ACCURACY,)))
+    study = optuna.create_study(direction="maximize", pruner=PRUNERS["sha"](10, (ACCURACY,), 800))
     for _ in range(n):
         study.add_trial(_finished(cost=1e9))
     return study
@@ -49,7 +49,8 @@ def test_an_equally_cheap_trial_at_equal_accuracy_goes_on():
 
 def test_optunas_epoch_halving_lets_the_dear_trial_train_on():
     """The difference that matters: at equal epochs the dear trial looks as good."""
-    study = optuna.create_study(direction="maximize", pruner=PRUNERS["sha-epochs"](10, (ACCURACY,)))
+    pruner = PRUNERS["sha-epochs"](10, (ACCURACY,), 800)
+    study = optuna.create_study(direction="maximize", pruner=pruner)
     for _ in range(8):
         study.add_trial(_finished(cost=1e9))
     assert not _pruned_after_first_epoch(study, cost=50e9)

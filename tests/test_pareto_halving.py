@@ -14,10 +14,15 @@ def _history(*accuracies: float) -> list[dict[str, float]]:
     return [{"epoch": i + 1, "val_accuracy": a} for i, a in enumerate(accuracies)]
 
 
-def _study(*others: tuple[float, list[float], TrialState]) -> optuna.Study:
-    """A study of accuracy and latency holding trials of (latency, accuracies, state)."""
+def _study(*others: tuple[float, list[float], TrialState],
+           examples: int = 1_000_000) -> optuna.Study:
+    """A study of accuracy and latency holding trials of (latency, accuracies, state).
+
+    Its accuracies are measured on ``examples`` examples: by default so many that the
+    pruner's noise margin is negligible.
+    """
     study = optuna.create_study(directions=["maximize", "minimize"],
-                                pruner=PRUNERS["pareto"](10, (ACCURACY, LATENCY)))
+                                pruner=PRUNERS["pareto"](10, (ACCURACY, LATENCY), examples))
     for latency, accuracies, state in others:
         values = [max(accuracies), latency] if state == TrialState.COMPLETE else None
         study.add_trial(create_trial(
@@ -82,3 +87,11 @@ def test_a_completed_trial_that_stopped_early_competes_with_its_best():
 def test_a_trial_without_its_costs_is_never_pruned():
     study = _study((1.0, [0.99], DONE))
     assert not _pruned(study, None, 0.10)
+
+
+def test_a_trial_trailing_by_less_than_the_validation_noise_goes_on():
+    """800 validation images: two standard errors of a difference near 0.97 are 0.017."""
+    rival = (1.0, [0.9725], DONE)
+    assert not _pruned(_study(rival, examples=800), 2.0, 0.9700)  # two images behind
+    assert _pruned(_study(rival, examples=800), 2.0, 0.9500)
+    assert _pruned(_study(rival), 2.0, 0.9700)  # with no noise, behind is behind
