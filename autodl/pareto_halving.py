@@ -38,17 +38,21 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
         history_attr: The trial user attribute holding the per-epoch history.
         accuracy_key: The history records' accuracy (higher is better).
         examples: How many examples the accuracy is measured on (its noise).
+        epochs: The most epochs a trial trains: its last epoch is no rung, since
+            stopping there would save nothing and lose a finished trial.
         reduction_factor: Rungs are this many times more epochs apart, and the top
             ``1 / reduction_factor`` of a rung's comparable trials go on.
         noise_margin: By how many standard errors a trial must trail to be pruned.
     """
 
     def __init__(self, cost_attrs: Sequence[str], history_attr: str, accuracy_key: str,
-                 examples: int, reduction_factor: int = 3, noise_margin: float = 2.0) -> None:
+                 examples: int, epochs: int, reduction_factor: int = 3,
+                 noise_margin: float = 2.0) -> None:
         self.cost_attrs = tuple(cost_attrs)
         self.history_attr = history_attr
         self.accuracy_key = accuracy_key
         self.examples = examples
+        self.epochs = epochs
         self.reduction_factor = reduction_factor
         self.noise_margin = noise_margin
 
@@ -84,7 +88,7 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
         return None if any(cost is None for cost in costs) else costs
 
     def _is_rung(self, epoch: int) -> bool:
-        if epoch < 1:
+        if not 1 <= epoch < self.epochs:
             return False
         power = round(math.log(epoch, self.reduction_factor))
         return self.reduction_factor ** power == epoch

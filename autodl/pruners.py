@@ -47,7 +47,7 @@ def _pareto_halving(epochs: int, objectives: tuple[str, ...],
         raise AutodlError("--pruner pareto is for several objectives (e.g. --objective "
                           "accuracy,latency); for accuracy alone use sha (the default)")
     return ParetoHalvingPruner([OBJECTIVE_ATTRS[name] for name in objectives[1:]],
-                               TrialAttr.HISTORY, MONITOR, validation_examples)
+                               TrialAttr.HISTORY, MONITOR, validation_examples, epochs)
 
 
 def _successive_halving(epochs: int, objectives: tuple[str, ...],

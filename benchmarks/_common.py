@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: machine description and a silent progress listener."""
+"""Helpers shared by the benchmarks: machine description, a silent listener, the CLI."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import argparse
 import os
 import platform
 import resource
+import shutil
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 
 def machine() -> str:
@@ -76,3 +79,11 @@ def budget_args(args: argparse.Namespace) -> list[str]:
     given = ["--dataset", args.dataset, "--trials", str(args.trials),
              "--epochs", str(args.epochs)]
     return given + (["--max-samples", str(args.max_samples)] if args.max_samples else [])
+
+
+def autodl_program() -> list[str]:
+    """The ``autodl`` command a user of this Python runs (its console script if installed)."""
+    cli = Path(sys.executable).with_name("autodl")
+    if cli.exists():
+        return [str(cli)]
+    return [shutil.which("autodl")] if shutil.which("autodl") else [sys.executable, "-m", "autodl"]

@@ -57,7 +57,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
@@ -184,6 +183,22 @@ def build_cnn(values: dict, input_shape, classes: int):
     return model
 
 
+def suggest_cnn(trial) -> tuple[dict, int]:
+    """The tutorial CNN's values and batch size, as a hand-written Optuna objective asks."""
+    values = {
+        "conv_blocks": trial.suggest_int("conv_blocks", 1, 3),
+        "filters": trial.suggest_categorical("filters", [16, 32, 64]),
+        "units": trial.suggest_categorical("units", [64, 128, 256]),
+        "dropout": trial.suggest_float("dropout", 0.0, 0.5),
+        "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd", "rmsprop"]),
+    }
+    values["weight_decay"] = (
+        trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+        if trial.suggest_categorical("weight_decay_enabled", [False, True]) else 0.0)
+    return values, trial.suggest_categorical("batch_size", [32, 64, 128])
+
+
 def test_accuracy(model, splits) -> float:
     """Accuracy of ``model`` on the test split."""
     import numpy as np
@@ -204,9 +219,7 @@ def early_stopping():
 
 def run_autodl(args: argparse.Namespace, seed: int, t0: float, options: list[str]) -> dict:
     """The real ``autodl tune`` CLI (with ``options``), then its study read back."""
-    cli = Path(sys.executable).with_name("autodl")
-    program = [str(cli)] if cli.exists() else (
-        [shutil.which("autodl")] if shutil.which("autodl") else [sys.executable, "-m", "autodl"])
+    program = _common.autodl_program()
     with tempfile.TemporaryDirectory() as folder:
         storage = f"sqlite:///{folder}/s.db"
         command = [*program, "tune", "--arch", "cnn", "--dataset", args.dataset,
@@ -351,18 +364,7 @@ def run_optuna(args, seed: int, clock: Clock, splits) -> dict:
 
     def objective(trial: optuna.Trial) -> float:
         keras.backend.clear_session()
-        values = {
-            "conv_blocks": trial.suggest_int("conv_blocks", 1, 3),
-            "filters": trial.suggest_categorical("filters", [16, 32, 64]),
-            "units": trial.suggest_categorical("units", [64, 128, 256]),
-            "dropout": trial.suggest_float("dropout", 0.0, 0.5),
-            "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
-            "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd", "rmsprop"]),
-        }
-        values["weight_decay"] = (
-            trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
-            if trial.suggest_categorical("weight_decay_enabled", [False, True]) else 0.0)
-        batch_size = trial.suggest_categorical("batch_size", [32, 64, 128])
+        values, batch_size = suggest_cnn(trial)
         model = build_cnn(values, splits.input_shape, splits.num_classes)
         start = time.perf_counter()
         history = model.fit(

@@ -86,3 +86,66 @@ def test_checkpoint_benchmark_runs_at_smallest_budget(tmp_path, shared_datasets)
     assert "machine: " in result.stdout
     assert "| checkpoints (every epoch) | 2 of 2 | yes |" in result.stdout
     assert "direct, one process" in result.stdout
+
+
+def test_pareto_hypervolume_by_hand(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import pareto
+
+    # Reference (accuracy 0.90, latency 5 ms). (0.94, 3) is beaten by (0.95, 2); (0.99, 6)
+    # is slower than the reference and (0.85, 1) less accurate: neither adds area.
+    points = [(0.95, 2.0), (0.98, 4.0), (0.94, 3.0), (0.99, 6.0), (0.85, 1.0)]
+    # From 2 to 4 ms at height 0.05, from 4 to 5 ms at height 0.08.
+    assert pareto.hypervolume(points, (0.90, 5.0)) == pytest.approx(0.05 * 2 + 0.08 * 1)
+    assert pareto.normalised_hypervolume(points, (0.90, 5.0)) == pytest.approx(0.18 / 0.5)
+    assert pareto.hypervolume([], (0.90, 5.0)) == 0.0
+    assert pareto.hypervolume([(0.95, 2.0)], (0.90, 5.0)) == pytest.approx(0.15)
+    assert pareto.front_indices(points) == [0, 1, 3, 4]
+    curve = [(0.0, 0.0), (5.0, 0.1), (9.0, 0.3)]
+    assert pareto.reached_at(curve, 0.3) == 9.0 and pareto.reached_at(curve, 0.31) is None
+
+
+def test_pareto_benchmark_runs_at_smallest_budget(tmp_path, shared_datasets):
+    import json
+
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "pareto.py"),
+         "--dataset", f"idx:{shared_datasets / 'mnist'}", "--seeds", "1", "--trials", "2",
+         "--epochs", "1", "--max-samples", "300", "--constraint-trials", "2",
+         # Models of 216 images and one epoch are far below 0.90: every point counts.
+         "--ref-accuracy", "0", "--out", str(out)],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Machine: " in result.stdout
+    data = json.loads((out / "pareto.json").read_text())
+    runs = data["runs"]
+    assert sorted(run["column"] for run in runs) == ["autodl", "autodl-unpruned", "optuna-mo"]
+    assert len({run["split"] for run in runs}) == 1  # every column had autodl's split
+    for run in runs:
+        assert len(run["trials"]) == 2 and run["wall"] > 0, run["column"]
+        scored = [trial for trial in run["trials"] if trial.get("test") is not None]
+        assert scored, run["column"]  # the first trial completes, so it is on the front
+        for trial in scored:
+            assert 0.0 <= trial["test"] <= 1.0 and trial["tflite_ms"] > 0
+            assert 0 < trial["start"] <= trial["complete"] <= run["wall"]
+    assert all(trial.get("test") is not None
+               for run in runs if run["column"] == "optuna-mo" for trial in run["trials"])
+    (ratios,) = data["ratios"]
+    assert ratios["H"] > 0 and ratios["W"] > 0 and {"autodl", "autodl-unpruned"} <= set(ratios)
+    assert [r["rule"] for r in data["replays"]][0] == "as shipped"  # then, maybe, variants
+    for replay in data["replays"]:
+        assert replay["epochs_replayed"] <= replay["epochs"] and replay["trials"] == 2
+    assert [c["option"] for c in data["constraints"]] == ["--max-latency", "--max-params"]
+    for constraint in data["constraints"]:
+        assert constraint["trials"] == 2
+        assert all(cost["own"] >= 0 and cost["total"] >= cost["own"]
+                   for cost in constraint["costs"])
+    text = (out / "pareto.md").read_text()
+    rows = text.splitlines()
+    for column in ("autodl", "autodl-unpruned", "optuna-mo"):
+        assert sum(row.startswith(f"| {column} |") for row in rows) == 2, column  # 2 tables
+    assert "| autodl reaches optuna-mo's final hypervolume" in text
+    assert "| `--max-latency " in text and "| `--max-params " in text
+    assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")

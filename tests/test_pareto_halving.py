@@ -95,3 +95,13 @@ def test_a_trial_trailing_by_less_than_the_validation_noise_goes_on():
     assert not _pruned(_study(rival, examples=800), 2.0, 0.9700)  # two images behind
     assert _pruned(_study(rival, examples=800), 2.0, 0.9500)
     assert _pruned(_study(rival), 2.0, 0.9700)  # with no noise, behind is behind
+
+
+def test_the_last_epoch_is_no_rung():
+    """Stopping a trial at its last epoch would save nothing and lose its result."""
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                pruner=PRUNERS["pareto"](3, (ACCURACY, LATENCY), 1_000_000))
+    study.add_trial(create_trial(values=[0.99, 1.0], user_attrs={
+        TrialAttr.LATENCY_MS: 1.0, TrialAttr.HISTORY: _history(0.9, 0.95, 0.99)}))
+    assert _pruned(study, 2.0, 0.5)  # epoch 1 is a rung
+    assert not _pruned(study, 2.0, 0.5, 0.6, 0.7)  # epoch 3 is the last
