@@ -68,14 +68,6 @@ def _objectives(study: optuna.Study) -> list[str] | None:
     return objectives if len(objectives) == len(study.directions) else None
 
 
-def _test_accuracy(study: optuna.Study, lead: FrozenTrial | None) -> float | None:
-    """The recorded test accuracy of the best model; of a multi-objective study, of ``lead``."""
-    if storage.is_multi_objective(study):
-        return storage.recorded_front_test(study).get(lead.number) if lead else None
-    test = storage.recorded_test(study)
-    return test.get("accuracy") if isinstance(test, dict) else None
-
-
 def _overview(study: optuna.Study) -> StudyOverview:
     trials = study.get_trials(deepcopy=False)
     counts = dict.fromkeys(STATE_COLUMNS.values(), 0)
@@ -95,7 +87,7 @@ def _overview(study: optuna.Study) -> StudyOverview:
         objectives=",".join(objectives) if objectives else None,
         **counts,
         best_val_accuracy=lead.values[0] if lead else None,
-        test_accuracy=_test_accuracy(study, lead),
+        test_accuracy=lead and storage.recorded_test_of(study, lead),
         created=min(starts, default=None),
         updated=max(moments, default=None),
     )
@@ -239,12 +231,6 @@ def show_study(url: str, name: str, top: int = 10) -> StudyDetail:
         )
     best = storage.best_trial(study, "show")
     multi = storage.is_multi_objective(study)
-    if multi:
-        best_test = storage.recorded_front_test(study).get(best.number)
-    else:
-        test = storage.recorded_test(study)
-        measured = isinstance(test, dict) and test.get("trial") == best.number
-        best_test = test.get("accuracy") if measured else None
     trials = trials_frame(study)
     ranked = trials[trials["state"] == TrialState.COMPLETE.name].sort_values(
         ["val_accuracy", "number"], ascending=[False, True]
@@ -252,7 +238,7 @@ def show_study(url: str, name: str, top: int = 10) -> StudyDetail:
     return StudyDetail(
         overview=overview,
         best=best,
-        best_test_accuracy=best_test,
+        best_test_accuracy=storage.recorded_test_of(study, best),
         history=pd.DataFrame(best.user_attrs.get(TrialAttr.HISTORY, [])),
         top=ranked.head(top).reset_index(drop=True),
         trials=trials,

@@ -444,6 +444,15 @@ def record_front_test(study: optuna.Study, accuracies: dict[int, float]) -> None
     study.set_user_attr(FRONT_TEST_KEY, recorded)
 
 
+def recorded_test_of(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> float | None:
+    """The recorded test accuracy of a trial's model: the best's, or a Pareto-front one's."""
+    if is_multi_objective(study):
+        return recorded_front_test(study).get(trial.number)
+    test = recorded_test(study)
+    return test.get("accuracy") if isinstance(test, dict) and test.get(
+        "trial") == trial.number else None
+
+
 def recorded_front_test(study: optuna.Study) -> dict[int, float]:
     """The recorded test accuracy of each Pareto-front model, by trial number."""
     return {int(number): accuracy
