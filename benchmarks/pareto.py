@@ -204,24 +204,33 @@ def reference_point(runs: list[dict], ref_accuracy: float) -> tuple[float, float
 # --- The timed columns (each in its own process) ------------------------------------------
 
 
-def run_autodl(args: argparse.Namespace, seed: int, t0: float, options: list[str],
-               folder: Path) -> dict:
-    """The real ``autodl tune`` CLI, its study left in ``folder`` for the analysis."""
+def tune(args: argparse.Namespace, folder: Path, seed: int, trials: int, epochs: int,
+         options: list[str]) -> tuple[dict, subprocess.CompletedProcess]:
+    """Run the real ``autodl tune`` CLI, its study left in ``folder``; exit if it fails.
+
+    Returns:
+        The run's ``storage`` and ``command`` (as a user types it), and the process.
+    """
     program = _common.autodl_program()
     storage = f"sqlite:///{folder}/s.db"
     command = [*program, "tune", "--arch", "cnn", "--dataset", args.dataset, "--objective",
-               OBJECTIVES, "--trials", str(args.trials), "--epochs", str(args.epochs),
+               OBJECTIVES, "--trials", str(trials), "--epochs", str(epochs),
                "--seed", str(seed), "--storage", storage, *options]
     if args.max_samples:
         command += ["--max-samples", str(args.max_samples)]
     done = subprocess.run(command, capture_output=True, text=True, cwd=folder)
-    wall = time.time() - t0
     if done.returncode != 0:
-        sys.exit(f"autodl tune failed ({done.returncode}):\n{done.stdout[-2000:]}\n"
-                 f"{done.stderr[-3000:]}")
+        sys.exit(f"{shlex.join(command)} failed ({done.returncode}):\n"
+                 f"{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     shown = shlex.join(["autodl", *command[len(program):]]).replace(str(folder), "<tmp>")
-    return {"wall": wall, "storage": storage, "command": shown,
-            "output_tail": done.stdout[-1500:]}
+    return {"storage": storage, "command": shown}, done
+
+
+def run_autodl(args: argparse.Namespace, seed: int, t0: float, options: list[str],
+               folder: Path) -> dict:
+    """The real ``autodl tune`` CLI, its study left in ``folder`` for the analysis."""
+    run, done = tune(args, folder, seed, args.trials, args.epochs, options)
+    return {"wall": time.time() - t0, **run, "output_tail": done.stdout[-1500:]}
 
 
 def keras_latency_ms(model, x) -> float:
@@ -476,22 +485,11 @@ def constraint_limits(runs: list[dict]) -> dict[str, float]:
 def run_constraint(args: argparse.Namespace, option: str, limit: float, folder: Path) -> dict:
     """``autodl tune`` with one deployment limit, from a fresh process; its study's timing."""
     folder.mkdir(parents=True, exist_ok=True)
-    program = _common.autodl_program()
-    storage = f"sqlite:///{folder}/s.db"
-    command = [*program, "tune", "--arch", "cnn", "--dataset", args.dataset, "--objective",
-               OBJECTIVES, option, f"{limit:g}", "--trials", str(args.constraint_trials),
-               "--epochs", "1", "--seed", str(args.first_seed), "--storage", storage]
-    if args.max_samples:
-        command += ["--max-samples", str(args.max_samples)]
     started = time.time()
-    done = subprocess.run(command, capture_output=True, text=True, cwd=folder)
-    wall = time.time() - started
-    if done.returncode != 0:
-        sys.exit(f"autodl tune {option} failed ({done.returncode}):\n{done.stdout[-2000:]}\n"
-                 f"{done.stderr[-3000:]}")
-    shown = shlex.join(["autodl", *command[len(program):]]).replace(str(folder), "<tmp>")
-    return {"option": option, "limit": limit, "storage": storage, "command": shown,
-            "wall": wall, "t0": started}
+    run, _ = tune(args, folder, args.first_seed, args.constraint_trials, 1,
+                  [option, f"{limit:g}"])
+    return {"option": option, "limit": limit, **run, "wall": time.time() - started,
+            "t0": started}
 
 
 def constraint_costs(result: dict) -> None:
