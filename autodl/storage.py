@@ -216,12 +216,12 @@ _SCHEMA_ATTEMPTS = 5
 
 def _lost_schema_race(error: Exception) -> bool:
     """Whether creating Optuna's tables failed because another process was creating them."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     text = str(error).lower()
-    # PostgreSQL and MySQL say "already exists" or "duplicate"; SQLite, that the schema
-    # version row another process just wrote is there.
-    return isinstance(error, (IntegrityError, ProgrammingError)) and (
+    # PostgreSQL and MySQL say "already exists" or "duplicate"; SQLite, that a table or
+    # the schema version row another process just wrote is there.
+    return isinstance(error, (IntegrityError, OperationalError, ProgrammingError)) and (
         "already exists" in text or "duplicate" in text
         or "unique constraint failed: alembic_version" in text
     )

@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import queue
 import statistics
 import tempfile
 import time
@@ -105,11 +106,18 @@ def measure(storage: str, workers: int, trials: int) -> tuple[float, float, floa
                                          args=(config, index, workers, shares)))
     for process in processes:
         process.start()
-    worker_shares = [shares.get(timeout=1800) for _ in processes]
+    worker_shares = []
+    while len(worker_shares) < workers:  # a worker that dies never puts its share
+        try:
+            worker_shares.append(shares.get(timeout=1))
+        except queue.Empty:
+            failed = [p.exitcode for p in processes if p.exitcode not in (None, 0)]
+            if failed:
+                for process in processes:
+                    process.kill()
+                raise SystemExit(f"a worker failed with exit code {failed[0]}") from None
     for process in processes:
         process.join()
-        if process.exitcode:
-            raise SystemExit(f"a worker failed with exit code {process.exitcode}")
     done = [t for t in optuna.load_study(study_name=study_name, storage=storage).trials
             if t.datetime_complete is not None]
     if len(done) != trials:

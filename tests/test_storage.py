@@ -100,6 +100,30 @@ def test_a_file_that_is_not_a_database_is_refused_and_left_unchanged(tmp_path):
     assert hashlib.sha256(db.read_bytes()).hexdigest() == digest
 
 
+def test_a_run_that_loses_the_race_to_create_the_tables_tries_again(tmp_path, monkeypatch):
+    """Two runs started together on a new SQLite file both create Optuna's tables; the
+    loser's CREATE TABLE fails with the error SQLite gives, and it must open the file."""
+    import sqlalchemy
+
+    with sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'other.db'}").connect() as other:
+        other.execute(sqlalchemy.text("CREATE TABLE studies (id INTEGER)"))
+        try:
+            other.execute(sqlalchemy.text("CREATE TABLE studies (id INTEGER)"))
+        except sqlalchemy.exc.OperationalError as error:
+            lost_race = error
+    real_storage, attempts = optuna.storages.RDBStorage, []
+
+    def racing_storage(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise lost_race
+        return real_storage(*args, **kwargs)
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing_storage)
+    opened = storage.open_storage(f"sqlite:///{tmp_path / 'new.db'}")
+    assert len(attempts) == 2 and opened.get_all_studies() == []
+
+
 def test_artifact_and_model_paths_follow_the_sqlite_file():
     assert str(storage.artifact_dir("sqlite:///runs/x.db")) == "runs/artifacts"
     assert str(storage.best_model_path("sqlite:///runs/x.db", "s")) == "runs/models/s.keras"
