@@ -252,8 +252,9 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits, dict[str, Any]]
     storage.check_storage_url(config.storage)
     hypermodel, splits = prepare_task(config)
     make_pruner(config, splits)
+    space = config.search_space
     try:
-        hp = dry_build(hypermodel, config.space)
+        hp = dry_build(hypermodel, space)
     except AutodlError:
         raise
     except Exception as error:
@@ -262,10 +263,10 @@ def _check_and_prepare(config: TuneConfig) -> tuple[Any, Splits, dict[str, Any]]
             f"{build_problem(error)}"
         ) from None
     conditions, declared = declared_conditions(hp)
-    config.space.check_known(set(declared) | set(hp.specs) | set(TRAINING_SPACE), config.arch)
-    config.space.check_conditions(conditions, declared)
-    for name in config.space.overrides.keys() & declared.keys():  # a bad value is refused now
-        config.space.resolve(name, declared[name])
+    space.check_known(set(declared) | set(hp.specs) | set(TRAINING_SPACE), config.arch)
+    space.check_conditions(conditions, declared)
+    for name in space.overrides.keys() & declared.keys():  # a bad value is refused now
+        space.resolve(name, declared[name])
     return hypermodel, splits, optuna_params(hp)
 
 
@@ -379,12 +380,13 @@ def run_trials(
     # No trial starts after --timeout or the budget's end.
     deadline = min((end for end in (budget_end, timeout and started + timeout) if end),
                    default=None)
-    runner = TrialRunner(hypermodel, splits, config.space, config.epochs, config.patience,
-                    config.seed, listener, store.save, tensorboard=config.tensorboard,
-                    mixed_precision=config.mixed_precision,
-                    deadline=budget_end, checkpoints=checkpoint_store(config),
-                    checkpoint_every=config.checkpoint_every, objectives=config.objectives,
-                    limits=config.limits)
+    runner = TrialRunner(hypermodel, splits, config.search_space, config.epochs,
+                         config.patience, config.seed, listener, store.save,
+                         tensorboard=config.tensorboard,
+                         mixed_precision=config.mixed_precision,
+                         deadline=budget_end, checkpoints=checkpoint_store(config),
+                         checkpoint_every=config.checkpoint_every,
+                         objectives=config.objectives, limits=config.limits)
 
     def admitted(trial: optuna.Trial) -> float:
         lock.release()  # the trial exists now, so the next worker's count includes it

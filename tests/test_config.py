@@ -663,3 +663,16 @@ def test_objectives_and_limits_from_a_study_file(tmp_path):
 def test_one_objective_and_no_limits_by_default():
     config = load_config({"arch": "mlp"})
     assert (config.objectives, config.limits, config.pruner_name) == (("accuracy",), {}, "sha")
+
+
+@pytest.mark.parametrize("options, low", [
+    ({}, 2),
+    ({"objective": "accuracy,latency"}, 1),
+    ({"max_params": 1e5}, 1),
+    ({"objective": "accuracy,size", "set": ["depth={low=2, high=3}"]}, 2),  # the user's own
+])
+def test_a_study_for_deployment_searches_depth_from_one(options, low):
+    options = {"arch": "cnn", **options}
+    config = load_config(options, None, options.pop("set", []))
+    assert config.search_space.resolve("depth", IntRange(1, 4)).low == low
+    assert config.search_space.overrides == config.space.overrides

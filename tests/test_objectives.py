@@ -65,6 +65,8 @@ def test_a_study_of_accuracy_and_latency_stores_what_optuna_reads(in_tmp, tiny_n
     assert study.directions == [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
     assert study.metric_names == ["val_accuracy", "latency_ms"]  # the dashboard's axes
     assert storage.study_objectives(study) == ["accuracy", "latency"]
+    # A study for deployment searches the cheapest models too: one layer.
+    assert {trial.distributions["depth"].low for trial in study.trials} == {1}
     for trial in study.get_trials(states=[TrialState.COMPLETE]):
         attrs = trial.user_attrs
         assert trial.values == [max(r["val_accuracy"] for r in attrs[TrialAttr.HISTORY]),
