@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING
 from autodl.errors import AutodlError
 
 if TYPE_CHECKING:
+    import numpy as np
     import optuna
 
 #: Makes a pruner for trials of at most ``epochs`` epochs, tuned for ``objectives``, whose
-#: validation accuracy is measured on ``validation_examples`` examples.
-PrunerFactory = Callable[[int, tuple[str, ...], int], "optuna.pruners.BasePruner"]
+#: validation accuracy is measured on ``validation_labels`` (class indices).
+PrunerFactory = Callable[[int, tuple[str, ...], "np.ndarray"], "optuna.pruners.BasePruner"]
 
 
 def _one_objective(name: str, objectives: tuple[str, ...]) -> None:
@@ -29,7 +30,7 @@ def _one_objective(name: str, objectives: tuple[str, ...]) -> None:
 
 
 def _cost_halving(epochs: int, objectives: tuple[str, ...],
-                  validation_examples: int) -> optuna.pruners.BasePruner:
+                  validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
     from autodl.cost_halving import CostHalvingPruner
     from autodl.storage import TrialAttr
 
@@ -38,7 +39,9 @@ def _cost_halving(epochs: int, objectives: tuple[str, ...],
 
 
 def _pareto_halving(epochs: int, objectives: tuple[str, ...],
-                    validation_examples: int) -> optuna.pruners.BasePruner:
+                    validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
+    import numpy as np
+
     from autodl.pareto_halving import ParetoHalvingPruner
     from autodl.storage import OBJECTIVE_ATTRS, TrialAttr
     from autodl.trial import MONITOR
@@ -46,12 +49,14 @@ def _pareto_halving(epochs: int, objectives: tuple[str, ...],
     if len(objectives) == 1:
         raise AutodlError("--pruner pareto is for several objectives (e.g. --objective "
                           "accuracy,latency); for accuracy alone use sha (the default)")
+    examples = len(validation_labels)
     return ParetoHalvingPruner([OBJECTIVE_ATTRS[name] for name in objectives[1:]],
-                               TrialAttr.HISTORY, MONITOR, validation_examples, epochs)
+                               TrialAttr.HISTORY, MONITOR, examples, epochs,
+                               chance=np.bincount(validation_labels).max() / examples)
 
 
 def _successive_halving(epochs: int, objectives: tuple[str, ...],
-                        validation_examples: int) -> optuna.pruners.BasePruner:
+                        validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
     import optuna
 
     _one_objective("sha-epochs", objectives)
@@ -59,7 +64,7 @@ def _successive_halving(epochs: int, objectives: tuple[str, ...],
 
 
 def _hyperband(epochs: int, objectives: tuple[str, ...],
-               validation_examples: int) -> optuna.pruners.BasePruner:
+               validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
     import optuna
 
     _one_objective("hyperband", objectives)
@@ -67,7 +72,7 @@ def _hyperband(epochs: int, objectives: tuple[str, ...],
 
 
 def _median(epochs: int, objectives: tuple[str, ...],
-            validation_examples: int) -> optuna.pruners.BasePruner:
+            validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
     import optuna
 
     _one_objective("median", objectives)
@@ -75,7 +80,7 @@ def _median(epochs: int, objectives: tuple[str, ...],
 
 
 def _none(epochs: int, objectives: tuple[str, ...],
-          validation_examples: int) -> optuna.pruners.BasePruner:
+          validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.NopPruner()

@@ -400,21 +400,21 @@ def time_again(runs: list[dict], rounds: int) -> None:
             trial["tflite_ms"] = statistics.median(trial["tflite_rounds"])
 
 
-def replay_pruning(run: dict, epochs: int, ref_accuracy: float,
+def replay_pruning(run: dict, epochs: int, ref_accuracy: float, validation_labels,
                    noise_margin: float | None = None) -> dict:
     """autodl's ``pareto`` pruner applied, trial by trial, to an unpruned run's histories.
 
     The unpruned study ran its trials one after another, so trial k's competitors at an
     epoch are trials 0..k-1 as the replay left them (cut short where it cut them).
-    ``noise_margin``, if given, replaces the pruner's (0: the rule without one).
+    ``validation_labels`` are the run's split's; ``noise_margin``, if given, replaces the
+    pruner's (0: the rule without one).
     """
     from optuna.trial import TrialState
 
     from autodl.pruners import PRUNERS
     from autodl.storage import TrialAttr
 
-    validation_examples = run["sizes"][1]
-    pruner = PRUNERS["pareto"](epochs, tuple(OBJECTIVES.split(",")), validation_examples)
+    pruner = PRUNERS["pareto"](epochs, tuple(OBJECTIVES.split(",")), validation_labels)
     if noise_margin is not None:
         pruner.noise_margin = noise_margin
 
@@ -885,9 +885,11 @@ def main() -> None:
         for result in constraints:
             constraint_costs(result)
         unpruned = [run for run in runs if run["column"] == "autodl-unpruned"]
-        replays = [replay_pruning(run, args.epochs, args.ref_accuracy) for run in unpruned]
+        replays = [replay_pruning(run, args.epochs, args.ref_accuracy,
+                                  splits_by_seed[run["seed"]].y_val) for run in unpruned]
         if any(r["noise_margin"] for r in replays):  # what the rule cuts without its margin
-            replays += [replay_pruning(run, args.epochs, args.ref_accuracy, 0.0)
+            replays += [replay_pruning(run, args.epochs, args.ref_accuracy,
+                                       splits_by_seed[run["seed"]].y_val, 0.0)
                         for run in unpruned]
         reference = reference_point(runs, args.ref_accuracy)
     except BaseException:

@@ -63,6 +63,11 @@ def write_plugin(folder: Path, template: str, action: str = "pass",
     return path
 
 
+def validation_labels(examples: int, classes: int = 10) -> np.ndarray:
+    """Balanced class indices of a validation set, as pruner factories take them."""
+    return np.arange(examples) % classes
+
+
 def tune_args(dataset: str, *extra: str, arch: str = "mlp", trials: int = 3) -> list[str]:
     """``autodl tune`` arguments for a fast study on a tiny dataset."""
     return ["tune", "--arch", arch, "--dataset", dataset, "--trials", str(trials),

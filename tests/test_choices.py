@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from conftest import validation_labels
 
 from autodl.cli import main
 from autodl.config import TuneConfig
@@ -12,6 +13,7 @@ from autodl.objectives import ACCURACY, LATENCY
 from autodl.pruners import PRUNERS
 from autodl.samplers import SAMPLERS
 
+LABELS = validation_labels(800)
 ONE, TWO = (ACCURACY,), (ACCURACY, LATENCY)
 
 
@@ -24,9 +26,9 @@ def test_every_sampler_and_pruner_name_makes_one():
             continue
         assert isinstance(sampler, optuna.samplers.BaseSampler), name
     for name, make in PRUNERS.items():
-        pruner = make(10, TWO if name == "pareto" else ONE, 800)
+        pruner = make(10, TWO if name == "pareto" else ONE, LABELS)
         assert isinstance(pruner, optuna.pruners.BasePruner), name
-    assert isinstance(PRUNERS["hyperband"](10, ONE, 800), optuna.pruners.HyperbandPruner)
+    assert isinstance(PRUNERS["hyperband"](10, ONE, LABELS), optuna.pruners.HyperbandPruner)
     assert isinstance(SAMPLERS["random"](0, ONE), optuna.samplers.RandomSampler)
 
 
@@ -34,10 +36,10 @@ def test_several_objectives_refuse_the_choices_that_judge_one():
     for name in ("sha", "sha-epochs", "hyperband", "median"):
         with pytest.raises(AutodlError, match=f"--pruner {name} judges one objective; for "
                            "--objective accuracy,latency use pareto"):
-            PRUNERS[name](10, TWO, 800)
-    assert isinstance(PRUNERS["none"](10, TWO, 800), optuna.pruners.NopPruner)
+            PRUNERS[name](10, TWO, LABELS)
+    assert isinstance(PRUNERS["none"](10, TWO, LABELS), optuna.pruners.NopPruner)
     with pytest.raises(AutodlError, match="--pruner pareto is for several objectives"):
-        PRUNERS["pareto"](10, ONE, 800)
+        PRUNERS["pareto"](10, ONE, LABELS)
     with pytest.raises(AutodlError, match="--sampler cmaes searches one objective"):
         SAMPLERS["cmaes"](0, TWO)
     for name in ("tpe", "random"):

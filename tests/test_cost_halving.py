@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+from conftest import validation_labels
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
@@ -12,6 +13,7 @@ from autodl.storage import TrialAttr
 
 #: One model's validation accuracy after each epoch: the same curve for every model.
 CURVE = [0.80, 0.88, 0.92, 0.94, 0.95, 0.955, 0.96, 0.962, 0.964, 0.965]
+LABELS = validation_labels(800)
 
 
 def _finished(cost: float, epochs: int = len(CURVE)) -> optuna.trial.FrozenTrial:
@@ -24,7 +26,8 @@ def _finished(cost: float, epochs: int = len(CURVE)) -> optuna.trial.FrozenTrial
 
 
 def _study_with_cheap_trials(n: int) -> optuna.Study:
-    study = optuna.create_study(direction="maximize", pruner=PRUNERS["sha"](10, (ACCURACY,), 800))
+    study = optuna.create_study(direction="maximize",
+                                pruner=PRUNERS["sha"](10, (ACCURACY,), LABELS))
     for _ in range(n):
         study.add_trial(_finished(cost=1e9))
     return study
@@ -49,7 +52,7 @@ def test_an_equally_cheap_trial_at_equal_accuracy_goes_on():
 
 def test_optunas_epoch_halving_lets_the_dear_trial_train_on():
     """The difference that matters: at equal epochs the dear trial looks as good."""
-    pruner = PRUNERS["sha-epochs"](10, (ACCURACY,), 800)
+    pruner = PRUNERS["sha-epochs"](10, (ACCURACY,), LABELS)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for _ in range(8):
         study.add_trial(_finished(cost=1e9))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+from conftest import validation_labels
 from optuna.trial import TrialState, create_trial
 
 from autodl.objectives import ACCURACY, LATENCY
@@ -22,7 +23,8 @@ def _study(*others: tuple[float, list[float], TrialState],
     pruner's noise margin is negligible.
     """
     study = optuna.create_study(directions=["maximize", "minimize"],
-                                pruner=PRUNERS["pareto"](10, (ACCURACY, LATENCY), examples))
+                                pruner=PRUNERS["pareto"](10, (ACCURACY, LATENCY),
+                                                                  validation_labels(examples)))
     for latency, accuracies, state in others:
         values = [max(accuracies), latency] if state == TrialState.COMPLETE else None
         study.add_trial(create_trial(
@@ -55,10 +57,10 @@ def test_a_dearer_trial_that_is_more_accurate_goes_on():
     assert not _pruned(study, 2.0, 0.92)
 
 
-def test_the_cheapest_trial_goes_on_however_inaccurate():
+def test_the_cheapest_trial_goes_on_however_inaccurate_if_it_learns():
     """No trial could dominate it: the front's cheap end is never pruned away."""
     study = _study((2.0, [0.90, 0.95], DONE), (3.0, [0.95], DONE))
-    assert not _pruned(study, 0.5, 0.10)
+    assert not _pruned(study, 0.5, 0.30)
 
 
 def test_only_rungs_judge():
@@ -100,8 +102,18 @@ def test_a_trial_trailing_by_less_than_the_validation_noise_goes_on():
 def test_the_last_epoch_is_no_rung():
     """Stopping a trial at its last epoch would save nothing and lose its result."""
     study = optuna.create_study(directions=["maximize", "minimize"],
-                                pruner=PRUNERS["pareto"](3, (ACCURACY, LATENCY), 1_000_000))
+                                pruner=PRUNERS["pareto"](3, (ACCURACY, LATENCY),
+                                                                  validation_labels(1_000)))
     study.add_trial(create_trial(values=[0.99, 1.0], user_attrs={
         TrialAttr.LATENCY_MS: 1.0, TrialAttr.HISTORY: _history(0.9, 0.95, 0.99)}))
     assert _pruned(study, 2.0, 0.5)  # epoch 1 is a rung
     assert not _pruned(study, 2.0, 0.5, 0.6, 0.7)  # epoch 3 is the last
+
+
+def test_a_trial_that_learns_nothing_is_pruned_however_cheap():
+    """No trial is as cheap, but answering one class scores as much (10 classes: 10%)."""
+    dear = (5.0, [0.97, 0.98], TrialState.COMPLETE)
+    assert _pruned(_study(dear, examples=800), 1.0, 0.10)
+    assert _pruned(_study(dear, examples=800), 1.0, 0.09)  # stuck on a rarer class
+    assert not _pruned(_study(dear, examples=800), 1.0, 0.12)  # slow, but learning
+    assert not _pruned(_study(dear, examples=800), 1.0, 0.10, 0.10)  # epoch 2: no rung
