@@ -159,8 +159,9 @@ def _print_front(summary) -> None:
 
     study = storage.load_existing(summary.storage, summary.study_name)
     front = browse.front_frame(study)
-    print(f"Pareto front of {' against '.join(summary.objectives)}: {len(front)} trials, "
-          "each with its model")
+    trials = "1 trial, with its model" if len(front) == 1 else (
+        f"{len(front)} trials, each with its model")
+    print(f"Pareto front of {' against '.join(summary.objectives)}: {trials}")
     print(browse.render_table(front))
     if summary.model_problem:
         print(f"Models: not evaluated: {summary.model_problem}")
