@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from pathlib import Path
 
@@ -61,6 +62,12 @@ def write_plugin(folder: Path, template: str, action: str = "pass",
     if armed:
         (folder / "armed").touch()
     return path
+
+
+def ctrl_c_reaches_it() -> None:
+    """``preexec_fn`` of a child sent SIGINT: the tests may run in a shell's background
+    job, whose children inherit SIGINT ignored (and Python then keeps it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def validation_labels(examples: int, classes: int = 10) -> np.ndarray:

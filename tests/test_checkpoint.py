@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from conftest import tune_args, write_plugin
+from conftest import ctrl_c_reaches_it, tune_args, write_plugin
 
 from autodl.browse import trials_frame
 from autodl.checkpoint import Checkpoint, Checkpointer, CheckpointStore, CheckpointUnusable
@@ -128,7 +128,8 @@ def run_killed(folder: Path, dataset: Path, study: str, action: str) -> None:
     """``autodl tune`` in a process of its own, stopped by the plugin's ``action``."""
     plugin(folder, action)
     process = subprocess.run([sys.executable, "-m", "autodl", *args(folder, dataset, study)],
-                             cwd=folder, capture_output=True, text=True, timeout=300)
+                             cwd=folder, capture_output=True, text=True, timeout=300,
+                             preexec_fn=ctrl_c_reaches_it)
     assert process.returncode != 0
 
 

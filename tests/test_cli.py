@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import REPO, make_images, tune_args
+from conftest import REPO, ctrl_c_reaches_it, make_images, tune_args
 
 from autodl import cli
 from autodl.cli import build_parser, main
@@ -322,7 +322,8 @@ def test_ctrl_c_fails_the_running_trial_prints_the_summary_and_exits_130(in_tmp,
     args = tune_args(f"npz:{tiny_npz}", "--study", "c", "--epochs", "500", "--patience", "500",
                      "--pruner", "none", trials=5)
     process = subprocess.Popen([sys.executable, "-m", "autodl", *args], cwd=in_tmp,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=ctrl_c_reaches_it)
     for line in process.stdout:  # wait until the study exists
         if line.startswith("Data:"):
             break

@@ -12,6 +12,7 @@ import time
 
 import optuna
 import pytest
+from conftest import ctrl_c_reaches_it
 from test_cli import assert_refused
 
 import autodl.dashboard
@@ -112,8 +113,7 @@ def test_dashboard_in_a_real_browser(chromium, tiny_study, browser, tmp_path):
     process = subprocess.Popen(
         [sys.executable, "-m", "autodl", "dashboard", "--storage", storage, "--port", str(port)],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=stderr, text=True,
-        # Ctrl-C must reach it even when the tests run in a shell's background job.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=ctrl_c_reaches_it,
     )
     try:
         url = f"http://127.0.0.1:{port}/"
