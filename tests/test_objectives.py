@@ -93,7 +93,7 @@ def test_pruning_happens_in_a_multi_objective_study(in_tmp, tiny_npz):
     pruned = study.get_trials(states=[TrialState.PRUNED])
     assert pruned, "the pareto pruner stopped no trial"
     labels = storage.study_splits(study).y_val
-    chance = np.bincount(labels).max() / len(labels)
+    chance = (np.bincount(labels).max() + 0.5) / len(labels)  # the pruner's, float32-proof
     for trial in pruned:  # each learned nothing, or trailed a trial of no more parameters
         epochs = trial.user_attrs[TrialAttr.STOPPED_EPOCH]
         assert epochs in (1, 3)

@@ -23,9 +23,8 @@ def _study(*others: tuple[float, list[float], TrialState],
     Its accuracies are measured on ``examples`` examples: by default so many that the
     pruner's noise margin is negligible.
     """
-    study = optuna.create_study(directions=["maximize", "minimize"],
-                                pruner=PRUNERS["pareto"](10, (ACCURACY, LATENCY),
-                                                                  validation_labels(examples)))
+    pruner = PRUNERS["pareto"](10, (ACCURACY, LATENCY), validation_labels(examples))
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=pruner)
     for latency, accuracies, state in others:
         values = [max(accuracies), latency] if state == TrialState.COMPLETE else None
         study.add_trial(create_trial(
@@ -102,9 +101,8 @@ def test_a_trial_trailing_by_less_than_the_validation_noise_goes_on():
 
 def test_the_last_epoch_is_no_rung():
     """Stopping a trial at its last epoch would save nothing and lose its result."""
-    study = optuna.create_study(directions=["maximize", "minimize"],
-                                pruner=PRUNERS["pareto"](3, (ACCURACY, LATENCY),
-                                                                  validation_labels(1_000)))
+    pruner = PRUNERS["pareto"](3, (ACCURACY, LATENCY), validation_labels(1_000_000))
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=pruner)
     study.add_trial(create_trial(values=[0.99, 1.0], user_attrs={
         TrialAttr.LATENCY_MS: 1.0, TrialAttr.HISTORY: _history(0.9, 0.95, 0.99)}))
     assert _pruned(study, 2.0, 0.5)  # epoch 1 is a rung
