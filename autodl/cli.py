@@ -280,11 +280,15 @@ class Tune(Command):
         if args.objective:
             options["objective"] = ",".join(args.objective)
         config = load_config(options, args.space, args.set or [])
-        _load_backend(args.debug)
-        from autodl.tuner import tune
+        from autodl.workers import Workers
 
-        with ProgressPrinter(config.epochs) as progress:
-            summary = tune(config, progress)
+        # The workers start now, importing TensorFlow beside this process's own import.
+        with Workers(config) as workers:
+            _load_backend(args.debug)
+            from autodl.tuner import tune
+
+            with ProgressPrinter(config.epochs) as progress:
+                summary = tune(config, progress, workers)
         _print_summary(summary)
         return 130 if summary.interrupted else 0
 

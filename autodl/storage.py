@@ -567,6 +567,11 @@ def fail_lost_trial(
     return storage.get_trial(trial_id), True
 
 
+def counted_trials(trials: list[optuna.trial.FrozenTrial]) -> int:
+    """How many of a study's ``trials`` count towards ``--trials``: finished and running ones."""
+    return sum(trial.state in (*FINISHED, TrialState.RUNNING) for trial in trials)
+
+
 def finished_trials(study: optuna.Study) -> int:
     """How many trials count towards ``--trials``: complete and pruned ones."""
     return len(study.get_trials(deepcopy=False, states=FINISHED))

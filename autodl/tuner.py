@@ -35,7 +35,7 @@ from autodl.runtime import freeze_long_lived_objects, quiet_libraries
 from autodl.samplers import SAMPLERS
 from autodl.storage import FailKind, TrialAttr
 from autodl.trial import EpochListener, TrialRunner, dry_build
-from autodl.workers import run_in_workers
+from autodl.workers import Workers
 
 FAILURE_STREAK = 3
 #: Trials between full garbage collections (each takes milliseconds once the process's
@@ -162,8 +162,9 @@ class _RunMonitor:
     """
 
     def __init__(self, study: optuna.Study, study_storage: optuna.storages.BaseStorage,
-                 listener: TuneListener, lost_trials: LostTrials) -> None:
+                 listener: TuneListener, lost_trials: LostTrials, requested: int) -> None:
         self.study = study
+        self.requested = requested
         self.storage = study_storage
         self.listener = listener
         self.streak = _FailureStreak(FAILURE_STREAK)
@@ -196,6 +197,9 @@ class _RunMonitor:
 
     def stop_reason(self) -> str | None:
         return self.streak.reason
+
+    def trials_to_start(self) -> int:
+        return self.requested - storage.counted_trials(self.study.get_trials(deepcopy=False))
 
 
 def _collect_garbage(study: optuna.Study, trial: FrozenTrial) -> None:
@@ -367,7 +371,6 @@ def run_trials(
     Returns:
         Why it stopped before the study was complete, if it did (the budget).
     """
-    in_flight = (*storage.FINISHED, TrialState.RUNNING)
     store = storage.ModelStore(storage.artifact_dir(config.storage, config.artifacts))
     lock = storage.AdmissionLock(config.storage, study.study_name)
 
@@ -402,7 +405,7 @@ def run_trials(
                 optuna.storages.fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False)
                 # Complete first: a worker due for replacement at the study's end is not.
-                if (sum(trial.state in in_flight for trial in trials) >= config.trials
+                if (storage.counted_trials(trials) >= config.trials
                         or (spent and spent())):
                     break
                 study.sampler = make_sampler(config, len(trials))
@@ -432,7 +435,7 @@ def checkpoint_store(config: TuneConfig) -> CheckpointStore:
 
 
 def work(config: TuneConfig, listener: TuneListener, spent: Callable[[], bool],
-         started: float) -> str | None:
+         started: float, ready: Callable[[], None]) -> str | None:
     """A worker process's trials, on a study that ``tune`` has checked and opened.
 
     Args:
@@ -440,6 +443,8 @@ def work(config: TuneConfig, listener: TuneListener, spent: Callable[[], bool],
         listener: Told about progress.
         spent: Asked before each trial; ``True`` ends the worker.
         started: When the run began (``time.time()``).
+        ready: Called once the study and its data are loaded; returns when the worker
+            may train (a successor waits for its predecessor's end).
     """
     quiet_libraries()
     study = optuna.load_study(
@@ -449,17 +454,21 @@ def work(config: TuneConfig, listener: TuneListener, spent: Callable[[], bool],
     )
     splits = storage.study_splits(study)
     study.pruner = make_pruner(config, splits)
+    hypermodel = make_hypermodel(config, splits)
+    ready()
     began = time.monotonic() - (time.time() - started)  # the same instant, in this clock
-    return run_trials(study, make_hypermodel(config, splits), splits, config, listener,
-                      began, spent)
+    return run_trials(study, hypermodel, splits, config, listener, began, spent)
 
 
-def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
+def tune(config: TuneConfig, listener: TuneListener,
+         workers: Workers | None = None) -> TuneSummary:
     """Run (or continue) the study until it holds ``config.trials`` finished trials.
 
     Args:
         config: The validated configuration.
         listener: Told about progress.
+        workers: The run's worker processes, already starting (default: started when
+            the study is open; none with ``--workers 0``).
 
     Returns:
         The summary: best trial, its test accuracy and where things are stored.
@@ -504,11 +513,11 @@ def tune(config: TuneConfig, listener: TuneListener) -> TuneSummary:
     if config.seed is not None:
         np.random.seed(config.seed)
     stop_reason, interrupted = None, False
-    monitor = _RunMonitor(study, study_storage, listener, lost_trials)
+    monitor = _RunMonitor(study, study_storage, listener, lost_trials, config.trials)
     if finished < config.trials:
         try:
             if config.workers:
-                stop_reason = run_in_workers(work, config, monitor, started_at)
+                stop_reason = (workers or Workers(config)).run(monitor, started_at)
             else:
                 stop_reason = run_trials(study, hypermodel, splits, config, monitor, started,
                                          lambda: monitor.stop_reason() is not None)

@@ -15,6 +15,11 @@ and the tuning process supervises them without training itself. It:
   ``--trial-timeout`` has its worker killed and is failed;
 - on Ctrl-C, interrupts the running trials and leaves no worker behind.
 
+Starting a worker takes seconds (importing TensorFlow is most of it), so none is
+waited for where it can be helped: the first workers start with the command, beside the
+tuning process's own start-up, and a worker due for replacement after its trials has
+its successor started shortly before its last trial ends, set up and waiting.
+
 What a lost trial means for the study is the orchestrator's business, told through
 :class:`Supervision`: this module knows processes, not studies.
 """
@@ -22,6 +27,7 @@ What a lost trial means for the study is the orchestrator's business, told throu
 from __future__ import annotations
 
 import importlib
+import itertools
 import multiprocessing
 import os
 import queue
@@ -40,11 +46,19 @@ from autodl.errors import AutodlError
 from autodl.runtime import gpu_count, setup_devices, share_machine
 from autodl.storage import FailKind
 
-#: Seconds a worker interrupted by Ctrl-C gets to record its trial before it is killed.
-INTERRUPT_GRACE = 15.0
+#: Seconds a worker gets to end by itself (to record the trial Ctrl-C interrupted, or
+#: once it has said it starts no more trials) before it is killed.
+GRACE = 15.0
 #: Workers in a row that die before starting a trial: something is wrong with every one
 #: (an import, the data), so the supervisor stops instead of starting more.
 STARTUP_FAILURES = 3
+#: A successor starts once its predecessor's trials left should take no longer than this
+#: many times a worker's start-up (as measured in this run): it then starts beside a
+#: training worker, slower than alone.
+SUCCESSOR_LEAD = 1.5
+#: What workers run: the orchestrator's trial loop, named rather than imported, since its
+#: module imports TensorFlow (see :data:`Work`).
+WORK = "autodl.tuner:work"
 
 
 class Supervision(Protocol):
@@ -70,6 +84,9 @@ class Supervision(Protocol):
 
     def stop_reason(self) -> str | None:
         """Why no more trials should start (e.g. a streak of failures), if so."""
+
+    def trials_to_start(self) -> int:
+        """How many more trials the study needs started."""
 
 
 class Quota:
@@ -113,12 +130,13 @@ class Quota:
         return self.recycle
 
 
-#: A worker's share of the study: ``work(config, listener, spent, started)`` runs
-#: trials until the study is complete or ``spent()`` says stop (asked between trials), and
-#: returns why it stopped early, if it did; ``started`` is the run's start
-#: (``time.time()``), where ``--budget`` and ``--timeout`` count from. It must be a
-#: module-level function (it is pickled by name).
-Work = Callable[[TuneConfig, Any, Callable[[], bool], float], "str | None"]
+#: A worker's share of the study: ``work(config, listener, spent, started, ready)`` loads
+#: the study and its data, calls ``ready()`` (which returns when the worker may start
+#: training), then runs trials until the study is complete or ``spent()`` says stop
+#: (asked between trials), and returns why it stopped early, if it did; ``started`` is
+#: the run's start (``time.time()``), where ``--budget`` and ``--timeout`` count from. It
+#: must be a module-level function, named ``"module:function"`` (as :data:`WORK`).
+Work = Callable[[TuneConfig, Any, Callable[[], bool], float, Callable[[], None]], "str | None"]
 
 
 def resident_bytes() -> int:
@@ -134,26 +152,26 @@ def resident_bytes() -> int:
 class _QueueListener:
     """Forwards a worker's progress to the supervisor."""
 
-    def __init__(self, events: Any, worker: int, quota: Quota) -> None:
+    def __init__(self, events: Any, serial: int, quota: Quota) -> None:
         self.events = events
-        self.worker = worker
+        self.serial = serial
         self.quota = quota
 
     def trial_started(self, trial_number: int) -> None:
-        self.events.put(("started", self.worker, trial_number))
+        self.events.put(("started", self.serial, trial_number))
 
     def epoch_end(self, trial_number: int, epoch: int, record: dict[str, float]) -> None:
-        self.events.put(("epoch", self.worker, (trial_number, epoch, record)))
+        self.events.put(("epoch", self.serial, (trial_number, epoch, record)))
 
     def trial_resumed(self, trial_number: int, series: int, epoch: int) -> None:
-        self.events.put(("resumed", self.worker, (trial_number, series, epoch)))
+        self.events.put(("resumed", self.serial, (trial_number, series, epoch)))
 
     def warning(self, text: str) -> None:
-        self.events.put(("warning", self.worker, text))
+        self.events.put(("warning", self.serial, text))
 
     def trial_finished(self, result: Any, best: Any) -> None:
         self.quota.trial_done()
-        self.events.put(("trial", self.worker, (result, best)))
+        self.events.put(("trial", self.serial, (result, best)))
 
 
 def _interrupted(signum: int, frame: Any) -> None:
@@ -174,28 +192,38 @@ def _end_with_supervisor() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _work(work_name: tuple[str, str], config: TuneConfig, worker: int, gpus: int,
-          events: Any, quota: Quota, started: float) -> None:
-    """A worker process's body. It starts with Ctrl-C ignored (see :class:`_Worker`).
+def _work(work_name: str, config: TuneConfig, slot: int, serial: int, events: Any,
+          quota: Quota, orders: Any) -> None:
+    """A worker process's body. It starts with Ctrl-C ignored (see :class:`_Process`).
 
-    ``work_name`` (module, name) is imported here rather than pickled: its module imports
-    TensorFlow, whose start-up lines must be hidden, as the tuning process hides them.
+    It imports ``work_name`` at once; the supervisor's first order, sent once the study
+    is open, carries the machine's GPU count and the run's start; its second lets the
+    first trial start. ``work_name`` is imported here rather than pickled: its module
+    imports TensorFlow, whose start-up lines must be hidden, as the tuning process hides
+    them.
     """
     threading.Thread(target=_end_with_supervisor, daemon=True).start()
     signal.signal(signal.SIGINT, _interrupted)
+
+    def ready() -> None:
+        events.put(("ready", serial, None))
+        orders.recv()
+
     try:
         with native_stderr_hidden():
-            work = getattr(importlib.import_module(work_name[0]), work_name[1])
-            share_machine(config.workers, worker, gpus)
+            module, name = work_name.split(":")
+            work = getattr(importlib.import_module(module), name)
+            gpus, started = orders.recv()
+            share_machine(config.workers, slot, gpus)
             setup_devices()
-        listener = _QueueListener(events, worker, quota)
-        reason = work(config, listener, quota.spent, started)
+        listener = _QueueListener(events, serial, quota)
+        reason = work(config, listener, quota.spent, started, ready)
     except KeyboardInterrupt:  # its trial is already marked FAIL, "interrupted"
         return
     except AutodlError as error:  # the storage became unwritable: the run cannot go on
-        events.put(("error", worker, str(error)))
+        events.put(("error", serial, str(error)))
         return
-    events.put(("exit", worker, (quota.recycle, reason)))
+    events.put(("exit", serial, (quota.recycle, reason)))
 
 
 def exit_cause(exitcode: int) -> str:
@@ -208,77 +236,160 @@ def exit_cause(exitcode: int) -> str:
 
 
 @dataclass
-class _Worker:
-    """One worker slot: its current process and the trial it is running."""
+class _Process:
+    """One worker process, as its supervisor sees it."""
 
-    number: int
-    process: Any = None
-    trial: int | None = None
+    serial: int
+    process: Any
+    judged: Any  # its Quota.judged
+    orders: Any  # the sending end of its orders
+    spawned: float  # time.monotonic()
+    ready: float | None = None  # when it was set up and waiting to train
+    trial: int | None = None  # the trial it is running
     trial_since: float = 0.0
+    done: int = 0  # trials it finished
+    busy: float = 0.0  # seconds it spent in them
     exit: tuple[bool, str | None] | None = None  # (recycle, reason) as the worker said
-    judged: Any = None  # the process's Quota.judged
 
-    def start(self, context: Any, args: tuple) -> None:
-        self.trial, self.exit = None, None
-        self.process = context.Process(target=_work, args=args, daemon=True,
-                                       name=f"autodl-worker-{self.number}")
-        # The worker inherits Ctrl-C ignored, so that one pressed while it starts (TensorFlow's
-        # import takes seconds) prints no traceback; it handles Ctrl-C once it can.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    def order(self, message: object) -> None:
+        """Send the process an order; one that has died is the supervisor's loop's to find."""
         try:
-            self.process.start()
-        finally:
-            signal.signal(signal.SIGINT, previous)
+            self.orders.send(message)
+        except OSError:  # BrokenPipeError: it is gone
+            pass
 
     def kill(self) -> None:
         self.process.kill()
         self.process.join()
 
 
-class _Supervisor:
-    """Starts, watches and replaces the workers of one run (see the module's docstring)."""
+@dataclass
+class _Slot:
+    """One of the ``--workers``: its process, and the successor waiting to take over."""
 
-    def __init__(self, work: Work, config: TuneConfig, supervision: Supervision,
-                 started: float) -> None:
-        self.work_name = (work.__module__, work.__qualname__)
+    number: int
+    current: _Process | None = None
+    successor: _Process | None = None
+    no_successor: bool = False  # the study needs none for the current process
+
+
+class Workers:
+    """The worker processes of one run (see the module's docstring).
+
+    Used as a context manager, it starts the first workers on entering, so that they
+    import TensorFlow while the tuning process checks its input, and leaves no worker
+    behind on leaving, whatever happened; :meth:`run` supervises them.
+
+    Args:
+        config: The study's configuration (validated).
+        work: The trial loop the workers run (see :data:`Work`).
+    """
+
+    def __init__(self, config: TuneConfig, work: str = WORK) -> None:
+        self.work_name = work
         self.config = config
-        self.supervision = supervision
-        self.started = started
         self.context = multiprocessing.get_context("spawn")
         self.events = self.context.Queue()
         self.stop = self.context.Event()
-        self.gpus = gpu_count()
         self.memory = config.worker_memory_bytes
-        self.workers = [_Worker(number) for number in range(config.workers)]
+        self.slots = [_Slot(number) for number in range(config.workers)]
+        self.serials = itertools.count()
+        self.processes: dict[int, tuple[_Slot, _Process]] = {}
+        self.leaving: list[_Process] = []  # retired, and ending
+        self.setup: tuple[int, float] | None = None  # (GPUs, the run's start), once open
         self.reasons: list[str] = []
         self.errors: list[str] = []  # from workers that could not go on
         self.startup_failures = 0
+        self.supervision: Supervision | None = None
 
-    def _start(self, worker: _Worker) -> None:
-        worker.judged = self.context.Semaphore(0)
-        quota = Quota(self.config.trials_per_worker, self.memory, self.stop, worker.judged)
-        worker.start(self.context, (self.work_name, self.config, worker.number, self.gpus,
-                                    self.events, quota, self.started))
+    def __enter__(self) -> Workers:
+        for slot in self.slots:
+            slot.current = self._spawn(slot)
+        return self
 
-    def run(self) -> str | None:
-        for worker in self.workers:
-            self._start(worker)
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """End every worker process: those retired get :data:`GRACE` seconds to end."""
+        for slot in self.slots:
+            for process in (slot.current, slot.successor):
+                if process and process.process.is_alive():
+                    process.kill()
+            slot.current = slot.successor = None
+        deadline = time.monotonic() + GRACE
+        for process in self.leaving:
+            process.process.join(timeout=max(0.0, deadline - time.monotonic()))
+            if process.process.is_alive():
+                process.kill()
+        self.leaving.clear()
+
+    def _spawn(self, slot: _Slot) -> _Process:
+        """Start a process for ``slot``: it imports the trial loop, then awaits its orders."""
+        serial = next(self.serials)
+        judged = self.context.Semaphore(0)
+        receiving, sending = self.context.Pipe(duplex=False)
+        quota = Quota(self.config.trials_per_worker, self.memory, self.stop, judged)
+        process = self.context.Process(
+            target=_work, daemon=True, name=f"autodl-worker-{slot.number}",
+            args=(self.work_name, self.config, slot.number, serial, self.events, quota,
+                  receiving))
+        # The worker inherits Ctrl-C ignored, so that one pressed while it starts (TensorFlow's
+        # import takes seconds) prints no traceback; it handles Ctrl-C once it can.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
-            while any(worker.process for worker in self.workers):
-                ended = [w for w in self.workers if w.process and not w.process.is_alive()]
+            process.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        receiving.close()
+        started = _Process(serial, process, judged, sending, time.monotonic())
+        self.processes[serial] = (slot, started)
+        if self.setup is not None:
+            started.order(self.setup)
+        return started
+
+    def run(self, supervision: Supervision, started: float) -> str | None:
+        """Run the study's trials in the workers until it is complete or must stop.
+
+        Call it once the study is open.
+
+        Args:
+            supervision: Told about every worker's progress and every lost trial.
+            started: When the run began (``time.time()``).
+
+        Returns:
+            Why workers stopped before the study was complete, if any did.
+
+        Raises:
+            AutodlError: If a worker could not go on (the storage became unwritable).
+            KeyboardInterrupt: On Ctrl-C, once every worker has ended.
+        """
+        self.supervision = supervision
+        self.setup = (gpu_count(), started)
+        for slot in self.slots:
+            if slot.current is None:
+                slot.current = self._spawn(slot)  # given the setup as it starts
+            else:  # started early, it awaits the setup
+                slot.current.order(self.setup)
+            slot.current.order("train")
+        try:
+            while any(slot.current for slot in self.slots):
+                ended = [slot for slot in self.slots
+                         for process in (slot.current, slot.successor)
+                         if process and not process.process.is_alive()]
                 self._relay(timeout=0.2)
-                for worker in ended:
-                    self._ended(worker)
+                for slot in ended:
+                    self._ended(slot)
                 self._check_timeouts()
+                self._start_successors()
+                self.leaving = [p for p in self.leaving if p.process.is_alive()]  # reaped
                 if self.supervision.stop_reason():
                     self.stop.set()
         except KeyboardInterrupt:
             self._interrupt()
             raise
         finally:
-            for worker in self.workers:  # after an error of the supervisor's own
-                if worker.process and worker.process.is_alive():
-                    worker.kill()
+            self.close()  # after an error of the supervisor's own, or at the end
         if self.errors:
             raise AutodlError(self.errors[0])
         return "; ".join(dict.fromkeys(self.reasons)) or None
@@ -293,10 +404,12 @@ class _Supervisor:
         except queue.Empty:
             pass
 
-    def _handle(self, kind: str, number: int, payload: Any) -> None:
-        worker = self.workers[number]
-        if kind == "started":
-            worker.trial, worker.trial_since = payload, time.monotonic()
+    def _handle(self, kind: str, serial: int, payload: Any) -> None:
+        slot, process = self.processes[serial]
+        if kind == "ready":
+            process.ready = time.monotonic()
+        elif kind == "started":
+            process.trial, process.trial_since = payload, time.monotonic()
             self.startup_failures = 0
             self.supervision.trial_started(payload)
         elif kind == "epoch":
@@ -306,60 +419,118 @@ class _Supervisor:
         elif kind == "warning":
             self.supervision.warning(payload)
         elif kind == "trial":
-            worker.trial = None
+            process.trial = None
+            process.done += 1
+            process.busy += time.monotonic() - process.trial_since
             self.supervision.trial_finished(*payload)
             if self.supervision.stop_reason():
                 self.stop.set()
-            worker.judged.release()
-        elif kind == "error":
-            self.errors.append(payload)
-            self.stop.set()
-            worker.exit = (False, None)
-        else:
-            worker.exit = payload
-
-    def _ended(self, worker: _Worker) -> None:
-        """A worker's process ended: replace it, or let its slot close."""
-        worker.process.join()
-        exitcode, said = worker.process.exitcode, worker.exit
-        worker.process = None
-        if exitcode == 0 and said is not None:
-            recycle, reason = said
-            if reason:
-                self.reasons.append(reason)
-            if recycle:
-                self._replace(worker)
-            return
-        cause = exit_cause(exitcode)
-        if worker.trial is not None:
-            self.supervision.trial_lost(worker.trial, FailKind.CRASHED, cause, retry=True)
-        else:
-            self.startup_failures += 1
-            if self.startup_failures >= STARTUP_FAILURES:
-                self.reasons.append(f"{STARTUP_FAILURES} workers in a row ended before "
-                                    f"starting a trial; the last: {cause}")
+            process.judged.release()
+        else:  # "exit" or "error": it starts no more trials
+            if kind == "error":
+                self.errors.append(payload)
                 self.stop.set()
-        self._replace(worker)
+            process.exit = payload if kind == "exit" else (False, None)
+            # Its successor need not wait for its end (about a second for TensorFlow's
+            # process); on a GPU it must, for the memory it frees then.
+            if not self.setup[0]:
+                self._retire(slot, process)
 
-    def _replace(self, worker: _Worker) -> None:
-        """Start a new process in the worker's slot, unless no more trials should start."""
-        worker.process = None
-        if not self.stop.is_set() and not self.supervision.stop_reason():
-            self._start(worker)
+    def _ended(self, slot: _Slot) -> None:
+        """A slot's process ended: replace it, or let the slot close."""
+        if slot.successor and not slot.successor.process.is_alive():
+            successor, slot.successor = slot.successor, None
+            self._lost_before_a_trial(successor)
+        current = slot.current
+        if current is None or current.process.is_alive():
+            return
+        current.process.join()
+        if current.exit is not None:
+            self._retire(slot, current)
+            return
+        slot.current = None
+        cause = exit_cause(current.process.exitcode)
+        if current.trial is not None:
+            self.supervision.trial_lost(current.trial, FailKind.CRASHED, cause, retry=True)
+        else:
+            self._lost_before_a_trial(current)
+        self._replace(slot)
+
+    def _retire(self, slot: _Slot, process: _Process) -> None:
+        """The slot's process starts no more trials: a successor takes over, or the slot closes."""
+        if slot.current is not process:  # retired already: at its word, now at its end
+            return
+        recycle, reason = process.exit
+        if reason:
+            self.reasons.append(reason)
+        slot.current = None
+        self.leaving.append(process)
+        if recycle:
+            self._replace(slot)
+        elif slot.successor:
+            slot.successor.kill()
+            slot.successor = None
+
+    def _lost_before_a_trial(self, process: _Process) -> None:
+        """A process ended before it started a trial: enough in a row stop the run."""
+        self.startup_failures += 1
+        if self.startup_failures >= STARTUP_FAILURES:
+            cause = exit_cause(process.process.exitcode)
+            self.reasons.append(f"{STARTUP_FAILURES} workers in a row ended before "
+                                f"starting a trial; the last: {cause}")
+            self.stop.set()
+
+    def _replace(self, slot: _Slot) -> None:
+        """Let the slot's successor train, or start one, unless no more trials should start."""
+        slot.current, slot.successor, slot.no_successor = slot.successor, None, False
+        if self.stop.is_set() or self.supervision.stop_reason():
+            if slot.current:
+                slot.current.kill()
+                slot.current = None
+            return
+        slot.current = slot.current or self._spawn(slot)
+        slot.current.order("train")
+
+    def _start_successors(self) -> None:
+        """Start the successor of each worker whose trials left should end within a start-up.
+
+        A start-up is the longest this run has measured, from a process's start to its
+        being ready to train; the trials left take what the worker's trials took so far.
+        """
+        startups = [process.ready - process.spawned
+                    for _, process in self.processes.values() if process.ready]
+        for slot in self.slots:
+            current = slot.current
+            if (not startups or current is None or slot.successor or slot.no_successor
+                    or not current.done or self.stop.is_set()):
+                continue
+            left = self.config.trials_per_worker - current.done
+            elapsed = time.monotonic() - current.trial_since if current.trial is not None else 0
+            if left * current.busy / current.done - elapsed > SUCCESSOR_LEAD * max(startups):
+                continue
+            # None at the study's end, where the workers' trials left cover what it needs.
+            working = [s.current for s in self.slots if s.current]
+            quotas = sum(self.config.trials_per_worker - process.done for process in working)
+            running = sum(process.trial is not None for process in working)
+            if self.supervision.trials_to_start() + running <= quotas:
+                slot.no_successor = True
+            else:
+                slot.successor = self._spawn(slot)
 
     def _check_timeouts(self) -> None:
         limit = self.config.trial_timeout
         if limit is None:
             return
-        for worker in self.workers:
-            if (worker.process and worker.trial is not None
-                    and time.monotonic() - worker.trial_since > limit):
-                worker.kill()
+        for slot in self.slots:
+            current = slot.current
+            if (current and current.trial is not None
+                    and time.monotonic() - current.trial_since > limit):
+                current.kill()
                 self._relay(timeout=0)  # what it sent before it was killed
-                if worker.trial is not None:  # unless it finished just in time
-                    self.supervision.trial_lost(worker.trial, FailKind.TIMEOUT,
+                if current.trial is not None:  # unless it finished just in time
+                    self.supervision.trial_lost(current.trial, FailKind.TIMEOUT,
                                                 f"timed out after {limit:g} s", retry=False)
-                self._replace(worker)
+                self._replace(slot)
 
     def _interrupt(self) -> None:
         """Ctrl-C: let each running trial record itself as interrupted, then end every worker.
@@ -369,44 +540,33 @@ class _Supervisor:
         """
         self.stop.set()
         self._relay(timeout=0)  # a trial that started just now
-        running = [worker for worker in self.workers if worker.process is not None]
-        for worker in running:
-            if worker.trial is None:  # starting or between trials: nothing to record
-                worker.kill()
-            elif worker.process.is_alive():
-                os.kill(worker.process.pid, signal.SIGINT)
-        deadline = time.monotonic() + INTERRUPT_GRACE
+        running = []
+        for slot in self.slots:
+            if slot.successor:
+                slot.successor.kill()
+                slot.successor = None
+            current = slot.current
+            if current is None:
+                continue
+            if current.trial is None:  # starting or between trials: nothing to record
+                current.kill()
+            else:
+                running.append(current)
+                if current.process.is_alive():
+                    os.kill(current.process.pid, signal.SIGINT)
+        deadline = time.monotonic() + GRACE
         try:
             while (time.monotonic() < deadline
-                   and any(worker.process.is_alive() for worker in running)):
+                   and any(process.process.is_alive() for process in running)):
                 self._relay(timeout=0.1)  # each interrupted trial's line
             self._relay(timeout=0)
         except KeyboardInterrupt:  # pressed again: do not wait
             pass
-        for worker in running:
-            if worker.process.is_alive():
-                worker.kill()
-            if worker.trial is not None:
-                self.supervision.trial_lost(worker.trial, FailKind.INTERRUPTED,
+        for process in running:
+            if process.process.is_alive():
+                process.kill()
+            if process.trial is not None:
+                self.supervision.trial_lost(process.trial, FailKind.INTERRUPTED,
                                             "stopped by the user", retry=False)
-            worker.process = None
-
-
-def run_in_workers(work: Work, config: TuneConfig, supervision: Supervision,
-                   started: float) -> str | None:
-    """Run the study's trials in ``config.workers`` supervised worker processes.
-
-    Args:
-        work: What each worker runs (the orchestrator's trial loop).
-        config: The study's validated configuration.
-        supervision: Told about every worker's progress and every lost trial.
-        started: When the run began (``time.time()``).
-
-    Returns:
-        Why workers stopped before the study was complete, if any did.
-
-    Raises:
-        AutodlError: If a worker could not go on (the storage became unwritable).
-        KeyboardInterrupt: On Ctrl-C, once every worker has ended.
-    """
-    return _Supervisor(work, config, supervision, started).run()
+        for slot in self.slots:
+            slot.current = None

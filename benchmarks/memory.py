@@ -11,6 +11,11 @@ A thread samples the resident memory of this process and all its descendants eve
 0.1 s; a sample belongs to the window of finished trials it was taken in. Target
 (supervised): peak during trials 190-200 <= 1.05 x peak during trials 10-20.
 
+A worker's successor starts shortly before its last trial ends, so the early window
+(ending at the first replacement) holds two workers for a while and the last (ending
+with the study) one: the script also compares the early window with the last one that
+ends at a replacement, the same moment of a worker's life.
+
 It also times what replacing a worker costs: the gap between a trial's end and the
 next one's start where a new worker started, against the other gaps.
 """
@@ -127,6 +132,12 @@ def main() -> None:
                   flush=True)
             if workers:
                 every = args.trials_per_worker
+                replacement = (args.trials - 1) // every * every
+                if replacement > early[1]:
+                    same = recorder.peak(replacement - args.window, replacement)
+                    print(f"  peak {replacement - args.window}-{replacement} (ending at a "
+                          f"replacement, as {early[0]}-{early[1]} does): {same:.0f} MiB, "
+                          f"{same / first:.3f} x {early[0]}-{early[1]}")
                 replaced = [gap for n, gap in enumerate(recorder.gaps, 1) if n % every == 0]
                 kept = [gap for n, gap in enumerate(recorder.gaps, 1) if n % every]
                 print(f"  between trials: {statistics.median(kept):.2f} s (median); where a "

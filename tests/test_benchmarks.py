@@ -11,7 +11,7 @@ from conftest import REPO
 
 @pytest.mark.parametrize(("script", "args", "expected"), [
     ("overhead.py", ["--trials", "1", "--epochs", "1"], "fit time ratio autodl/plain"),
-    ("memory.py", ["--trials", "4", "--window", "1", "--trials-per-worker", "2"],
+    ("memory.py", ["--trials", "6", "--window", "1", "--trials-per-worker", "2"],
      "| one process |"),
     ("report.py", ["--trials", "2"], "report seconds on 2 trials"),
     ("workers.py", ["--trials", "2", "--epochs", "1", "--repeats", "1"],

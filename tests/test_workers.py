@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import optuna
@@ -14,7 +16,7 @@ from conftest import tune_args, write_plugin
 from autodl.cli import main
 from autodl.config import load_config
 from autodl.errors import AutodlError
-from autodl.workers import Quota, exit_cause
+from autodl.workers import Quota, Workers, exit_cause
 
 STORAGE = "sqlite:///studies/autodl.db"
 
@@ -217,3 +219,66 @@ def test_a_worker_starts_no_trial_before_the_supervisor_judged_its_last():
 ])
 def test_exit_causes_are_said_in_words(exitcode, cause):
     assert exit_cause(exitcode) == cause
+
+
+def pretend_work(config, listener, spent, started, ready) -> None:
+    """A worker's trial loop without a study: trials of 0.4 s, reported as (pid, start, end)."""
+    ready()
+    while not spent():
+        listener.trial_started(0)
+        start = time.time()
+        time.sleep(0.4)
+        listener.trial_finished((os.getpid(), start, time.time()), None)
+
+
+class CountingSupervision:
+    """A study that needs ``trials`` trials, told of each one's end."""
+
+    def __init__(self, trials: int) -> None:
+        self.trials = trials
+        self.started = 0
+        self.finished: list[tuple[int, float, float]] = []
+
+    def trial_started(self, trial_number):
+        self.started += 1
+
+    def trial_finished(self, result, best):
+        self.finished.append(result)
+
+    def trial_lost(self, trial_number, kind, reason, retry):
+        raise AssertionError(f"trial lost: {reason}")
+
+    def stop_reason(self):
+        return "complete" if len(self.finished) >= self.trials else None
+
+    def trials_to_start(self):
+        return self.trials - self.started
+
+    def epoch_end(self, *args): ...
+
+    def trial_resumed(self, *args): ...
+
+    def warning(self, text): ...
+
+
+def test_a_worker_due_for_replacement_hands_over_to_a_successor_already_waiting():
+    # 40 trials of 0.4 s outlast a worker's start-up (TensorFlow's import, in share_machine)
+    config = load_config({"arch": "mlp", "trials_per_worker": 40})
+    supervision = CountingSupervision(trials=42)
+    with Workers(config, work="test_workers:pretend_work") as workers:
+        assert workers.run(supervision, time.time()) is None
+    pids = [pid for pid, _, _ in supervision.finished]
+    first, second = dict.fromkeys(pids)
+    assert pids == [first] * 40 + [second] * 2  # and no third: the study needed none
+    handover = supervision.finished[40][1] - supervision.finished[39][2]
+    # Never two trials at once in one slot; no wait for a start-up (seconds).
+    assert 0 <= handover < 1.0
+    assert_no_worker_left()
+
+
+def test_workers_started_beside_a_check_that_fails_are_ended(in_tmp, capsys):
+    # The workers start with the command, before its input is checked.
+    assert main(["tune", "--arch", "mlp", "--dataset", "npz:missing.npz", "--trials", "1"]) == 2
+    assert "missing.npz" in capsys.readouterr().err
+    assert_no_worker_left()
+    assert not (in_tmp / "studies").exists()
