@@ -2,8 +2,7 @@
 
 TensorFlow keeps what it traced for every trial until its process ends, and a crash in
 native code (a segfault, the out-of-memory killer) ends the process. So trials run in
-child processes, spawned rather than forked (a forked TensorFlow runtime is unusable),
-and the tuning process supervises them without training itself. It:
+child processes, and the tuning process supervises them without training itself. It:
 
 - starts ``--workers`` workers, each with an even share of the CPU threads or its own
   GPU, and prints their progress;
@@ -15,10 +14,13 @@ and the tuning process supervises them without training itself. It:
   ``--trial-timeout`` has its worker killed and is failed;
 - on Ctrl-C, interrupts the running trials and leaves no worker behind.
 
-Starting a worker takes seconds (importing TensorFlow is most of it), so none is
-waited for where it can be helped: the first workers start with the command, beside the
-tuning process's own start-up, and a worker due for replacement after its trials has
-its successor started shortly before its last trial ends, set up and waiting.
+Starting a worker would take seconds, most of them importing TensorFlow, so workers
+are forked from a server process that imported it once (multiprocessing's
+``forkserver``, see :mod:`autodl._forkserver`): forked before TensorFlow's runtime or a
+GPU starts, each worker starts its own, which a fork of a started runtime could not.
+The first workers start with the command, beside the tuning process's own start-up,
+and a worker due for replacement after its trials has its successor started shortly
+before its last trial ends, set up and waiting.
 
 What a lost trial means for the study is the orchestrator's business, told through
 :class:`Supervision`: this module knows processes, not studies.
@@ -26,9 +28,11 @@ What a lost trial means for the study is the orchestrator's business, told throu
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import queue
 import resource
@@ -36,7 +40,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -181,28 +185,52 @@ def _interrupted(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _end_with_supervisor() -> None:
+def _end_with_supervisor(alive: Any) -> None:
     """End this worker the moment its supervisor is gone (killed with -9, a lost machine).
 
     Nobody would relay its progress or count its trials any more; its trial stays
     RUNNING, as the supervisor's own did before, until a heartbeat check fails and
-    retries it.
+    retries it. ``alive`` is a pipe only the supervisor writes to (it never does): it
+    reads as ended once the supervisor is. (A forked worker's parent is the fork server.)
     """
-    multiprocessing.parent_process().join()
+    try:
+        alive.recv()
+    except EOFError:
+        pass
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _work(work_name: str, config: TuneConfig, slot: int, serial: int, events: Any,
-          quota: Quota, orders: Any) -> None:
-    """A worker process's body. It starts with Ctrl-C ignored (see :class:`_Process`).
+@dataclass(frozen=True)
+class _Place:
+    """Where a worker runs: its supervisor's folder and environment as they are now.
 
-    It imports ``work_name`` at once; the supervisor's first order, sent once the study
-    is open, carries the machine's GPU count and the run's start; its second lets the
-    first trial start. ``work_name`` is imported here rather than pickled: its module
-    imports TensorFlow, whose start-up lines must be hidden, as the tuning process hides
-    them.
+    A forked worker would otherwise have the fork server's, as they were when it started.
     """
-    threading.Thread(target=_end_with_supervisor, daemon=True).start()
+
+    folder: str
+    environment: dict[str, str]
+
+    @classmethod
+    def here(cls) -> _Place:
+        return cls(os.getcwd(), dict(os.environ))
+
+    def enter(self) -> None:
+        os.chdir(self.folder)
+        os.environ.clear()
+        os.environ.update(self.environment)
+
+
+def _work(work_name: str, config: TuneConfig, slot: int, serial: int, place: _Place,
+          setup: tuple[int, float], events: Any, quota: Quota, orders: Any,
+          alive: Any) -> None:
+    """A worker process's body. It starts with Ctrl-C ignored (see :func:`_ctrl_c_ignored`).
+
+    ``work_name``'s module is the fork server's, already imported; ``setup`` is the
+    machine's GPU count and the run's start (``time.time()``). Set up, the worker waits
+    for the supervisor's order to train (:data:`Work`'s ``ready``).
+    """
+    place.enter()
+    threading.Thread(target=_end_with_supervisor, args=(alive,), daemon=True).start()
     signal.signal(signal.SIGINT, _interrupted)
 
     def ready() -> None:
@@ -213,7 +241,7 @@ def _work(work_name: str, config: TuneConfig, slot: int, serial: int, events: An
         with native_stderr_hidden():
             module, name = work_name.split(":")
             work = getattr(importlib.import_module(module), name)
-            gpus, started = orders.recv()
+            gpus, started = setup
             share_machine(config.workers, slot, gpus)
             setup_devices()
         listener = _QueueListener(events, serial, quota)
@@ -224,6 +252,20 @@ def _work(work_name: str, config: TuneConfig, slot: int, serial: int, events: An
         events.put(("error", serial, str(error)))
         return
     events.put(("exit", serial, (quota.recycle, reason)))
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Start processes that inherit Ctrl-C ignored.
+
+    The fork server keeps that disposition for the workers it forks, so that one pressed
+    while a worker starts prints no traceback; a worker handles Ctrl-C once it can.
+    """
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def exit_cause(exitcode: int) -> str:
@@ -276,9 +318,9 @@ class _Slot:
 class Workers:
     """The worker processes of one run (see the module's docstring).
 
-    Used as a context manager, it starts the first workers on entering, so that they
-    import TensorFlow while the tuning process checks its input, and leaves no worker
-    behind on leaving, whatever happened; :meth:`run` supervises them.
+    Used as a context manager, it starts the fork server on entering, so that it imports
+    TensorFlow while the tuning process checks its input, and leaves no worker behind on
+    leaving, whatever happened; :meth:`run` starts and supervises the workers.
 
     Args:
         config: The study's configuration (validated).
@@ -288,23 +330,26 @@ class Workers:
     def __init__(self, config: TuneConfig, work: str = WORK) -> None:
         self.work_name = work
         self.config = config
-        self.context = multiprocessing.get_context("spawn")
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload(["autodl._forkserver"])
         self.events = self.context.Queue()
+        self.alive, self.supervisor_alive = self.context.Pipe(duplex=False)
         self.stop = self.context.Event()
         self.memory = config.worker_memory_bytes
         self.slots = [_Slot(number) for number in range(config.workers)]
         self.serials = itertools.count()
         self.processes: dict[int, tuple[_Slot, _Process]] = {}
         self.leaving: list[_Process] = []  # retired, and ending
-        self.setup: tuple[int, float] | None = None  # (GPUs, the run's start), once open
+        self.setup: tuple[int, float] | None = None  # (GPUs, the run's start), in run()
         self.reasons: list[str] = []
         self.errors: list[str] = []  # from workers that could not go on
         self.startup_failures = 0
         self.supervision: Supervision | None = None
 
     def __enter__(self) -> Workers:
-        for slot in self.slots:
-            slot.current = self._spawn(slot)
+        if self.slots:
+            with _ctrl_c_ignored():
+                multiprocessing.forkserver.ensure_running()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -325,27 +370,20 @@ class Workers:
         self.leaving.clear()
 
     def _spawn(self, slot: _Slot) -> _Process:
-        """Start a process for ``slot``: it imports the trial loop, then awaits its orders."""
+        """Start a process for ``slot``: it sets up, then awaits the order to train."""
         serial = next(self.serials)
         judged = self.context.Semaphore(0)
         receiving, sending = self.context.Pipe(duplex=False)
         quota = Quota(self.config.trials_per_worker, self.memory, self.stop, judged)
         process = self.context.Process(
             target=_work, daemon=True, name=f"autodl-worker-{slot.number}",
-            args=(self.work_name, self.config, slot.number, serial, self.events, quota,
-                  receiving))
-        # The worker inherits Ctrl-C ignored, so that one pressed while it starts (TensorFlow's
-        # import takes seconds) prints no traceback; it handles Ctrl-C once it can.
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
+            args=(self.work_name, self.config, slot.number, serial, _Place.here(), self.setup,
+                  self.events, quota, receiving, self.alive))
+        with _ctrl_c_ignored():  # it may start the fork server
             process.start()
-        finally:
-            signal.signal(signal.SIGINT, previous)
         receiving.close()
         started = _Process(serial, process, judged, sending, time.monotonic())
         self.processes[serial] = (slot, started)
-        if self.setup is not None:
-            started.order(self.setup)
         return started
 
     def run(self, supervision: Supervision, started: float) -> str | None:
@@ -367,10 +405,7 @@ class Workers:
         self.supervision = supervision
         self.setup = (gpu_count(), started)
         for slot in self.slots:
-            if slot.current is None:
-                slot.current = self._spawn(slot)  # given the setup as it starts
-            else:  # started early, it awaits the setup
-                slot.current.order(self.setup)
+            slot.current = self._spawn(slot)
             slot.current.order("train")
         try:
             while any(slot.current for slot in self.slots):

@@ -330,8 +330,18 @@ def test_ctrl_c_fails_the_running_trial_prints_the_summary_and_exits_130(in_tmp,
     while load("c").trials[0].state.name != "RUNNING":  # and its first trial trains
         time.sleep(0.5)
     time.sleep(2)
-    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
-    assert children  # the worker, training
+
+    def children_of(pid: int) -> list[int]:
+        try:
+            return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                    for child in (task / "children").read_text().split()]
+        except FileNotFoundError:  # it ended, or one of its threads did: ask again
+            return children_of(pid) if Path(f"/proc/{pid}").exists() else []
+
+    # The fork server (and multiprocessing's resource tracker), and the worker it forked.
+    grandchildren = [pid for child in children_of(process.pid) for pid in children_of(child)]
+    assert grandchildren  # the worker, training
+    children = children_of(process.pid) + grandchildren
     # Sent to autodl alone, as `kill -INT` does: it tells its workers itself.
     process.send_signal(signal.SIGINT)
     out, err = process.communicate(timeout=120)
@@ -349,7 +359,7 @@ def test_ctrl_c_fails_the_running_trial_prints_the_summary_and_exits_130(in_tmp,
         except FileNotFoundError:
             return False
 
-    time.sleep(1)  # multiprocessing's resource tracker ends when it sees autodl gone
+    time.sleep(1)  # the fork server and resource tracker end when they see autodl gone
     assert not [pid for pid in children if running(pid)]
 
 
