@@ -2,6 +2,6 @@
 
 from autodl.cli import main
 
-# Guarded: spawned worker processes import the main module again.
+# Guarded: the fork server that starts worker processes imports the main module again.
 if __name__ == "__main__":
     raise SystemExit(main())

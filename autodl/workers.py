@@ -285,7 +285,7 @@ class _Process:
     process: Any
     judged: Any  # its Quota.judged
     orders: Any  # the sending end of its orders
-    spawned: float  # time.monotonic()
+    launched: float  # time.monotonic()
     ready: float | None = None  # when it was set up and waiting to train
     trial: int | None = None  # the trial it is running
     trial_since: float = 0.0
@@ -348,7 +348,7 @@ class Workers:
 
     def __enter__(self) -> Workers:
         if self.slots:
-            with _ctrl_c_ignored():
+            with _ctrl_c_ignored():  # (not in the docs, but public since Python 3.4)
                 multiprocessing.forkserver.ensure_running()
         return self
 
@@ -369,7 +369,7 @@ class Workers:
                 process.kill()
         self.leaving.clear()
 
-    def _spawn(self, slot: _Slot) -> _Process:
+    def _launch(self, slot: _Slot) -> _Process:
         """Start a process for ``slot``: it sets up, then awaits the order to train."""
         serial = next(self.serials)
         judged = self.context.Semaphore(0)
@@ -405,7 +405,7 @@ class Workers:
         self.supervision = supervision
         self.setup = (gpu_count(), started)
         for slot in self.slots:
-            slot.current = self._spawn(slot)
+            slot.current = self._launch(slot)
             slot.current.order("train")
         try:
             while any(slot.current for slot in self.slots):
@@ -523,7 +523,7 @@ class Workers:
                 slot.current.kill()
                 slot.current = None
             return
-        slot.current = slot.current or self._spawn(slot)
+        slot.current = slot.current or self._launch(slot)
         slot.current.order("train")
 
     def _start_successors(self) -> None:
@@ -532,7 +532,7 @@ class Workers:
         A start-up is the longest this run has measured, from a process's start to its
         being ready to train; the trials left take what the worker's trials took so far.
         """
-        startups = [process.ready - process.spawned
+        startups = [process.ready - process.launched
                     for _, process in self.processes.values() if process.ready]
         for slot in self.slots:
             current = slot.current
@@ -550,7 +550,7 @@ class Workers:
             if self.supervision.trials_to_start() + running <= quotas:
                 slot.no_successor = True
             else:
-                slot.successor = self._spawn(slot)
+                slot.successor = self._launch(slot)
 
     def _check_timeouts(self) -> None:
         limit = self.config.trial_timeout
