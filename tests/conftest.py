@@ -70,6 +70,15 @@ def ctrl_c_reaches_it() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from the process table (Linux)."""
+    try:
+        return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+                for child in (task / "children").read_text().split()]
+    except FileNotFoundError:  # it ended, or one of its threads did: ask again
+        return children_of(pid) if Path(f"/proc/{pid}").exists() else []
+
+
 def validation_labels(examples: int, classes: int = 10) -> np.ndarray:
     """Balanced class indices of a validation set, as pruner factories take them."""
     return np.arange(examples) % classes

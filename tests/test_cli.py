@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-from conftest import REPO, ctrl_c_reaches_it, make_images, tune_args
+from conftest import REPO, children_of, ctrl_c_reaches_it, make_images, tune_args
 
 from autodl import cli
 from autodl.cli import build_parser, main
@@ -330,13 +330,6 @@ def test_ctrl_c_fails_the_running_trial_prints_the_summary_and_exits_130(in_tmp,
     while load("c").trials[0].state.name != "RUNNING":  # and its first trial trains
         time.sleep(0.5)
     time.sleep(2)
-
-    def children_of(pid: int) -> list[int]:
-        try:
-            return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
-                    for child in (task / "children").read_text().split()]
-        except FileNotFoundError:  # it ended, or one of its threads did: ask again
-            return children_of(pid) if Path(f"/proc/{pid}").exists() else []
 
     # The fork server (and multiprocessing's resource tracker), and the worker it forked.
     grandchildren = [pid for child in children_of(process.pid) for pid in children_of(child)]

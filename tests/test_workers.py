@@ -11,7 +11,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import tune_args, write_plugin
+from conftest import children_of, tune_args, write_plugin
 
 from autodl.cli import main
 from autodl.config import load_config
@@ -66,6 +66,12 @@ def builds_per_process(folder: Path) -> list[int]:
 
 def assert_no_worker_left() -> None:
     assert multiprocessing.active_children() == []
+    # In the process table: the workers were the children of the fork server, which
+    # outlives a run in this process.
+    servers = [pid for pid in children_of(os.getpid())
+               if b"multiprocessing.forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert servers
+    assert [pid for server in servers for pid in children_of(server)] == []
 
 
 @pytest.mark.parametrize(("action", "reason"), [
