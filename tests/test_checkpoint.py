@@ -27,7 +27,7 @@ STEPS = 3
 #: ``armed``, does ``{action}`` at the 2nd step of epoch 3 (epochs 1 and 2 checkpointed).
 #: The count runs in the training graph as a side effect: the numbers are untouched.
 PLUGIN = f'''
-import os, signal
+import multiprocessing, os, signal
 from pathlib import Path
 
 import keras
@@ -133,7 +133,9 @@ def run_killed(folder: Path, dataset: Path, study: str, action: str) -> None:
     assert process.returncode != 0
 
 
-KILL_ALL = "os.kill(os.getppid(), signal.SIGKILL); os.kill(os.getpid(), signal.SIGKILL)"
+#: The worker's supervisor: `autodl tune` (the worker's parent is the fork server).
+SUPERVISOR = "multiprocessing.parent_process().pid"
+KILL_ALL = f"os.kill({SUPERVISOR}, signal.SIGKILL); os.kill(os.getpid(), signal.SIGKILL)"
 
 
 def test_the_next_run_resumes_at_once_a_trial_whose_run_was_killed(uninterrupted, in_tmp,
@@ -153,7 +155,7 @@ def test_the_next_run_resumes_at_once_a_trial_whose_run_was_killed(uninterrupted
 
 
 def test_the_next_run_resumes_a_trial_stopped_by_ctrl_c(uninterrupted, in_tmp, tiny_npz):
-    run_killed(in_tmp, tiny_npz, "ctrl-c", "os.kill(os.getppid(), signal.SIGINT)")
+    run_killed(in_tmp, tiny_npz, "ctrl-c", f"os.kill({SUPERVISOR}, signal.SIGINT)")
     (interrupted,) = trials("ctrl-c")
     assert interrupted.user_attrs["fail_kind"] == "interrupted"
     assert len(checkpoints(in_tmp, "ctrl-c")) == 1  # kept for the next run

@@ -28,7 +28,7 @@ LAYERS = {
         "autodl.pareto_halving",
         "autodl.plugins",
     },
-    "orchestration": {"autodl.tuner", "autodl.workers"},
+    "orchestration": {"autodl.tuner", "autodl.workers", "autodl._forkserver"},
     "commands": {"autodl.browse", "autodl.report", "autodl.export", "autodl.predict",
                  "autodl.dashboard"},
     "cli": {"autodl.cli", "autodl.__main__", "autodl.progress"},
