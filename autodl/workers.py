@@ -18,9 +18,9 @@ Starting a worker would take seconds, most of them importing TensorFlow, so work
 are forked from a server process that imported it once (multiprocessing's
 ``forkserver``, see :mod:`autodl._forkserver`): forked before TensorFlow's runtime or a
 GPU starts, each worker starts its own, which a fork of a started runtime could not.
-The first workers start with the command, beside the tuning process's own start-up,
-and a worker due for replacement after its trials has its successor started shortly
-before its last trial ends, set up and waiting.
+The fork server starts with the command, importing beside the tuning process's own
+start-up, and a worker due for replacement after its trials has its successor started
+shortly before its last trial ends, set up and waiting.
 
 What a lost trial means for the study is the orchestrator's business, told through
 :class:`Supervision`: this module knows processes, not studies.
