@@ -282,7 +282,7 @@ class Tune(Command):
         config = load_config(options, args.space, args.set or [])
         from autodl.workers import Workers
 
-        # The workers start now, importing TensorFlow beside this process's own import.
+        # The fork server starts now, importing TensorFlow beside this process's own import.
         with Workers(config) as workers:
             _load_backend(args.debug)
             from autodl.tuner import tune
