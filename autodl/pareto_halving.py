@@ -3,19 +3,23 @@
 Optuna cannot prune a multi-objective trial (``Trial.report`` raises). Here the other
 objectives (parameters, size, latency) are known before the first epoch, so a trial can
 only end on the Pareto front if no trial at least as cheap on every one of them is more
-accurate. At each rung (epoch ``reduction_factor ** k``: 1, 3, 9, ... by default) a
+accurate. The rungs count back from the full training, as in Hyperband's brackets: a
+``reduction_factor``-th of the epochs, its square, ... rounded up (5 epochs: 2; 10: 2
+and 4; 20: 3 and 7). Rungs counted up from epoch 1 (1, 3, 9) judged a 5-epoch trial
+after its first epoch, and on real MNIST that cut two slow starters of the front (0.86
+and 0.65 after one epoch, 0.98 and 0.97 after five; benchmarks/RESULTS.md). At a rung a
 trial goes on unless its best validation accuracy so far trails the top
 ``1 / reduction_factor`` of those the trials no dearer than it had at that epoch by more
 than the noise of a validation accuracy: ``noise_margin`` standard errors of the
 difference of two accuracies measured on the validation set's examples. Without that
 margin, one or two validation images decided: replayed on a real study (MNIST, 800
 validation images), plain successive halving among the trials no dearer cut half of
-the Pareto front, the margin none of it (benchmarks/RESULTS.md). The cheapest trials
-have no competitors and always go on, so the front's cheap end is never pruned away,
-as successive halving on accuracy alone would do, unless it learns nothing: a trial no
-more accurate than always answering the most common class (a model stuck on one class
-scores that class's share) is pruned at any rung, however cheap. On MNIST such cheap
-trials trained all their epochs and sat on the front at 10% accuracy.
+the Pareto front, the margin none of it. The cheapest trials have no competitors and
+always go on, so the front's cheap end is never pruned away, as successive halving on
+accuracy alone would do, unless it learns nothing: a trial no more accurate than always
+answering the most common class (a model stuck on one class scores that class's share)
+is pruned after any epoch but the last, however cheap. On MNIST such cheap trials
+trained all their epochs and sat on the front at 10% accuracy.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
         examples: How many examples the accuracy is measured on (its noise).
         epochs: The most epochs a trial trains: its last epoch is no rung, since
             stopping there would save nothing and lose a finished trial.
-        reduction_factor: Rungs are this many times more epochs apart, and the top
+        reduction_factor: Rungs are this many times fewer epochs than the next (the
+            first rung after them: the full training), and the top
             ``1 / reduction_factor`` of a rung's comparable trials go on.
         noise_margin: By how many standard errors a trial must trail to be pruned.
         chance: The accuracy of always answering the validation set's most common class.
@@ -58,6 +63,7 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
         self.examples = examples
         self.epochs = epochs
         self.reduction_factor = reduction_factor
+        self.rungs = rungs(epochs, reduction_factor)
         self.noise_margin = noise_margin
         self.chance = chance
 
@@ -65,12 +71,14 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
         """Whether the trial, at the epoch it just finished, falls below its rung."""
         epoch = len(trial.user_attrs.get(self.history_attr) or [])
         costs = self._costs(trial)
-        if costs is None or not self._is_rung(epoch):
+        if costs is None or not 1 <= epoch < self.epochs:
             return False
         value = self._accuracy_at(trial, epoch)
         # Keras reports accuracy in float32: within half an example of chance is chance.
         if value <= self.chance + 0.5 / self.examples:
             return True  # it learns nothing: no place on any front worth having
+        if epoch not in self.rungs:
+            return False
         competing = [value]
         for other in study.get_trials(deepcopy=False, states=_COMPARED):
             other_costs = self._costs(other)
@@ -95,13 +103,21 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
         costs = [trial.user_attrs.get(attr) for attr in self.cost_attrs]
         return None if any(cost is None for cost in costs) else costs
 
-    def _is_rung(self, epoch: int) -> bool:
-        if not 1 <= epoch < self.epochs:
-            return False
-        power = round(math.log(epoch, self.reduction_factor))
-        return self.reduction_factor ** power == epoch
-
     def _accuracy_at(self, trial: FrozenTrial, epoch: int) -> float:
         """The trial's best accuracy among its first ``epoch`` epochs."""
         history = trial.user_attrs.get(self.history_attr) or []
         return max(record[self.accuracy_key] for record in history[:epoch])
+
+
+def rungs(epochs: int, reduction_factor: int) -> tuple[int, ...]:
+    """The epochs at which a trial of ``epochs`` epochs meets its rivals, earliest first.
+
+    ``ceil(epochs / reduction_factor ** k)`` for ``k`` = 1, 2, ... while that fraction is
+    at least one epoch: 5 epochs give (2,), 10 give (2, 4), 2 give none.
+    """
+    found: list[int] = []
+    fraction = epochs / reduction_factor
+    while fraction >= 1:
+        found.insert(0, math.ceil(fraction))
+        fraction /= reduction_factor
+    return tuple(found)

@@ -53,7 +53,8 @@ over optuna-mo's wall time W; at most 0.5 averaged over the seeds.
 The pruning rule is checked twice: live (autodl against autodl-unpruned, whose samplers
 drift apart once a trial is pruned), and on identical trials, by replaying autodl's
 ``pareto`` pruner trial by trial on the unpruned study's recorded histories (epochs it
-would cut; whether any trial of that study's validation front would be cut).
+would cut; whether any trial of that study's validation front would be cut), as shipped
+and in the variants of ``RULE_VARIANTS`` (no noise margin; rungs at epochs 1 and 3).
 
 Constraint cost: ``autodl tune ... --objective accuracy,latency --max-latency X --trials
 N --epochs 1`` and the same with ``--max-params P``, X and P the 25th percentile of the
@@ -400,14 +401,19 @@ def time_again(runs: list[dict], rounds: int) -> None:
             trial["tflite_ms"] = statistics.median(trial["tflite_rounds"])
 
 
+#: Variants of the rule replayed beside it: the pruner's attributes they replace.
+RULE_VARIANTS = ({"noise_margin": 0.0}, {"rungs": (1, 3)})
+
+
 def replay_pruning(run: dict, epochs: int, ref_accuracy: float, validation_labels,
-                   noise_margin: float | None = None) -> dict:
+                   variant: dict | None = None) -> dict:
     """autodl's ``pareto`` pruner applied, trial by trial, to an unpruned run's histories.
 
     The unpruned study ran its trials one after another, so trial k's competitors at an
     epoch are trials 0..k-1 as the replay left them (cut short where it cut them).
-    ``validation_labels`` are the run's split's; ``noise_margin``, if given, replaces the
-    pruner's (0: the rule without one).
+    ``validation_labels`` are the run's split's; ``variant`` (one of ``RULE_VARIANTS``)
+    replaces some of the pruner's attributes: ``noise_margin`` 0 is the rule without its
+    margin, ``rungs`` (1, 3) its rungs before they counted back from the full training.
     """
     from optuna.trial import TrialState
 
@@ -415,8 +421,8 @@ def replay_pruning(run: dict, epochs: int, ref_accuracy: float, validation_label
     from autodl.storage import TrialAttr
 
     pruner = PRUNERS["pareto"](epochs, tuple(OBJECTIVES.split(",")), validation_labels)
-    if noise_margin is not None:
-        pruner.noise_margin = noise_margin
+    for name, value in (variant or {}).items():
+        setattr(pruner, name, value)
 
     class Replayed:  # what the pruner reads of a trial
         def __init__(self, number, state, history, latency):
@@ -454,10 +460,10 @@ def replay_pruning(run: dict, epochs: int, ref_accuracy: float, validation_label
     slowest = max((full_points[n][1] for n in front), default=1.0)
     reference = (ref_accuracy, REF_LATENCY_MARGIN * slowest)
     trained = {t["number"]: t["epochs"] for t in run["trials"]}
-    margin = getattr(pruner, "noise_margin", None)
     return {"seed": run["seed"], "trials": len(full_points), "cut": len(cut),
-            "rule": "as shipped" if noise_margin is None else f"noise margin {margin:g}",
-            "noise_margin": margin,
+            "rule": "as shipped" if not variant else ", ".join(
+                f"{name.replace('_', ' ')} {value}" for name, value in variant.items()),
+            "noise_margin": pruner.noise_margin, "rungs": list(pruner.rungs),
             "epochs": sum(trained[n] for n in full_points),
             "epochs_replayed": sum(cut.get(n, trained[n]) for n in full_points),
             "front": front, "front_cut": sorted(n for n in front if n in cut),
@@ -693,10 +699,10 @@ def report(args, runs: list[dict], columns: list[str], replays: list[dict],
                     "| validation front | front trials cut | val hypervolume: all / kept |",
                     "|---|---|---|---|---|---|---|---|---|"]
     for r in replays:
-        shipped_margin = (f" (noise margin {r['noise_margin']:g})"
-                          if r["rule"] == "as shipped" and r["noise_margin"] is not None else "")
+        settings = (f" (noise margin {r['noise_margin']:g}, rungs {r['rungs']})"
+                    if r["rule"] == "as shipped" else "")
         replay_lines.append(
-            f"| {r['rule']}{shipped_margin} | {r['seed']} | {r['trials']} | {r['cut']} "
+            f"| {r['rule']}{settings} | {r['seed']} | {r['trials']} | {r['cut']} "
             f"| {r['epochs']} "
             f"| {r['epochs_replayed']} | {', '.join(map(str, r['front']))} "
             f"| {', '.join(map(str, r['front_cut'])) or 'none'} "
@@ -886,11 +892,8 @@ def main() -> None:
             constraint_costs(result)
         unpruned = [run for run in runs if run["column"] == "autodl-unpruned"]
         replays = [replay_pruning(run, args.epochs, args.ref_accuracy,
-                                  splits_by_seed[run["seed"]].y_val) for run in unpruned]
-        if any(r["noise_margin"] for r in replays):  # what the rule cuts without its margin
-            replays += [replay_pruning(run, args.epochs, args.ref_accuracy,
-                                       splits_by_seed[run["seed"]].y_val, 0.0)
-                        for run in unpruned]
+                                  splits_by_seed[run["seed"]].y_val, variant)
+                   for variant in (None, *RULE_VARIANTS) for run in unpruned]
         reference = reference_point(runs, args.ref_accuracy)
     except BaseException:
         print(f"the timed runs are kept in {work}: analyse them again with "

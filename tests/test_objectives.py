@@ -96,7 +96,7 @@ def test_pruning_happens_in_a_multi_objective_study(in_tmp, tiny_npz):
     chance = (np.bincount(labels).max() + 0.5) / len(labels)  # the pruner's, float32-proof
     for trial in pruned:  # each learned nothing, or trailed a trial of no more parameters
         epochs = trial.user_attrs[TrialAttr.STOPPED_EPOCH]
-        assert epochs in (1, 3)
+        assert epochs in (1, 2)  # the one rung of 3 epochs; at chance, any epoch but the last
         accuracy = max(r["val_accuracy"] for r in trial.user_attrs[TrialAttr.HISTORY])
         params = trial.user_attrs[TrialAttr.PARAMS_COUNT]
         assert accuracy <= chance or any(

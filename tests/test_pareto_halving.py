@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import optuna
+import pytest
 from conftest import validation_labels
 from optuna.trial import TrialState, create_trial
 
 from autodl.objectives import ACCURACY, LATENCY
+from autodl.pareto_halving import rungs
 from autodl.pruners import PRUNERS
 from autodl.storage import TrialAttr
 
@@ -20,10 +22,10 @@ def _study(*others: tuple[float, list[float], TrialState],
            examples: int = 1_000_000) -> optuna.Study:
     """A study of accuracy and latency holding trials of (latency, accuracies, state).
 
-    Its accuracies are measured on ``examples`` examples: by default so many that the
-    pruner's noise margin is negligible.
+    Its trials train at most 9 epochs (rungs at 1 and 3), their accuracies measured on
+    ``examples`` examples: by default so many that the pruner's noise margin is negligible.
     """
-    pruner = PRUNERS["pareto"](10, (ACCURACY, LATENCY), validation_labels(examples))
+    pruner = PRUNERS["pareto"](9, (ACCURACY, LATENCY), validation_labels(examples))
     study = optuna.create_study(directions=["maximize", "minimize"], pruner=pruner)
     for latency, accuracies, state in others:
         values = [max(accuracies), latency] if state == TrialState.COMPLETE else None
@@ -65,8 +67,25 @@ def test_the_cheapest_trial_goes_on_however_inaccurate_if_it_learns():
 
 def test_only_rungs_judge():
     study = _study((1.0, [0.90, 0.95, 0.96], DONE))
-    assert not _pruned(study, 2.0, 0.90, 0.50)  # epoch 2 is no rung (1, 3, 9)
+    assert not _pruned(study, 2.0, 0.90, 0.50)  # epoch 2 is no rung (1, 3)
     assert _pruned(study, 2.0, 0.50, 0.60, 0.70)  # epoch 3 is
+
+
+@pytest.mark.parametrize(("epochs", "expected"), [
+    (1, ()), (2, ()), (3, (1,)), (5, (2,)), (10, (2, 4)), (20, (3, 7)), (27, (1, 3, 9)),
+])
+def test_rungs_count_back_from_the_full_training(epochs, expected):
+    assert rungs(epochs, 3) == expected
+
+
+def test_a_slow_starter_of_a_short_training_is_not_judged_on_its_first_epoch():
+    """5 epochs: the first rung is epoch 2, not 1 (on MNIST, 0.65 after one epoch ended 0.97)."""
+    pruner = PRUNERS["pareto"](5, (ACCURACY, LATENCY), validation_labels(1_000_000))
+    study = optuna.create_study(directions=["maximize", "minimize"], pruner=pruner)
+    study.add_trial(create_trial(values=[0.99, 1.0], user_attrs={
+        TrialAttr.LATENCY_MS: 1.0, TrialAttr.HISTORY: _history(0.95, 0.97, 0.98, 0.99, 0.99)}))
+    assert not _pruned(study, 2.0, 0.65)
+    assert _pruned(study, 2.0, 0.65, 0.90)
 
 
 def test_the_top_third_of_the_trials_no_dearer_go_on():
@@ -115,4 +134,5 @@ def test_a_trial_that_learns_nothing_is_pruned_however_cheap():
     assert _pruned(_study(dear, examples=800), 1.0, float(np.float32(0.10)))  # as Keras says
     assert _pruned(_study(dear, examples=800), 1.0, 0.09)  # stuck on a rarer class
     assert not _pruned(_study(dear, examples=800), 1.0, 0.12)  # slow, but learning
-    assert not _pruned(_study(dear, examples=800), 1.0, 0.10, 0.10)  # epoch 2: no rung
+    assert _pruned(_study(dear, examples=800), 1.0, 0.10, 0.10)  # any epoch, rung or not
+    assert not _pruned(_study(dear, examples=800), 1.0, *[0.10] * 9)  # but the last
