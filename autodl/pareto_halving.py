@@ -19,7 +19,12 @@ always go on, so the front's cheap end is never pruned away, as successive halvi
 accuracy alone would do, unless it learns nothing: a trial no more accurate than always
 answering the most common class (a model stuck on one class scores that class's share)
 is pruned after any epoch but the last, however cheap. On MNIST such cheap trials
-trained all their epochs and sat on the front at 10% accuracy.
+trained all their epochs and sat on the front at 10% accuracy. Nor may cheap trials
+keep each other going: at a rung, a trial closer to chance than to the best accuracy
+any trial had at that epoch (``useful_share`` of the way from one to the other) is
+pruned, however cheap. On MNIST the fastest configurations (a global-average head on
+16 filters) ended at 12-36% among rivals as poor, sat on the front as its fast end, and
+drew the sampler to nine more of them in 40 trials.
 """
 
 from __future__ import annotations
@@ -52,11 +57,14 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
             ``1 / reduction_factor`` of a rung's comparable trials go on.
         noise_margin: By how many standard errors a trial must trail to be pruned.
         chance: The accuracy of always answering the validation set's most common class.
+        useful_share: At a rung, a trial must be at least this share of the way from
+            ``chance`` to the best accuracy of any trial at that epoch.
     """
 
     def __init__(self, cost_attrs: Sequence[str], history_attr: str, accuracy_key: str,
                  examples: int, epochs: int, reduction_factor: int = 3,
-                 noise_margin: float = 2.0, chance: float = 0.0) -> None:
+                 noise_margin: float = 2.0, chance: float = 0.0,
+                 useful_share: float = 0.5) -> None:
         self.cost_attrs = tuple(cost_attrs)
         self.history_attr = history_attr
         self.accuracy_key = accuracy_key
@@ -66,6 +74,7 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
         self.rungs = rungs(epochs, reduction_factor)
         self.noise_margin = noise_margin
         self.chance = chance
+        self.useful_share = useful_share
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """Whether the trial, at the epoch it just finished, falls below its rung."""
@@ -79,16 +88,20 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
             return True  # it learns nothing: no place on any front worth having
         if epoch not in self.rungs:
             return False
-        competing = [value]
+        competing, best = [value], value
         for other in study.get_trials(deepcopy=False, states=_COMPARED):
             other_costs = self._costs(other)
-            if (other.number == trial.number or other_costs is None
-                    or any(o > c for o, c in zip(other_costs, costs, strict=True))):
-                continue
             trained = len(other.user_attrs.get(self.history_attr) or [])
             # A completed trial that stopped early keeps its best value at later rungs.
-            if trained >= epoch or (other.state == TrialState.COMPLETE and trained):
-                competing.append(self._accuracy_at(other, epoch))
+            reached = trained >= epoch or (other.state == TrialState.COMPLETE and trained)
+            if other.number == trial.number or other_costs is None or not reached:
+                continue
+            accuracy = self._accuracy_at(other, epoch)
+            best = max(best, accuracy)
+            if all(o <= c for o, c in zip(other_costs, costs, strict=True)):
+                competing.append(accuracy)
+        if value < self.chance + self.useful_share * (best - self.chance):
+            return True  # closer to chance than to the best: of use on no front
         # As in Optuna's successive halving: with fewer than reduction_factor trials at
         # a rung, only the best goes on.
         keep = max(len(competing) // self.reduction_factor, 1)

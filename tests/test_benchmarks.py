@@ -105,6 +105,28 @@ def test_pareto_hypervolume_by_hand(monkeypatch):
     assert pareto.reached_at(curve, 0.3) == 9.0 and pareto.reached_at(curve, 0.31) is None
 
 
+def test_pareto_handed_back_front_is_chosen_by_the_study_own_values(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import pareto
+
+    def trial(number, values, test, tflite_ms):
+        return {"number": number, "state": "COMPLETE", "values": values,
+                "complete": float(number), "test": test, "tflite_ms": tflite_ms}
+
+    # Trial 1 timed itself slower than trial 0 and is less accurate: the study drops it,
+    # though the analysis's timing finds it the fastest model. The bar's curve keeps it.
+    run = {"trials": [trial(0, [0.98, 1.0], 0.98, 2.0), trial(1, [0.96, 3.0], 0.96, 1.0),
+                      {"number": 2, "state": "PRUNED", "values": None, "complete": 2.0}]}
+    reference = (0.90, 4.0)
+    handed_back = pareto.handed_back_curve(run, reference)
+    assert [t for t, _ in handed_back] == [0.0, 0.0, 1.0]
+    assert handed_back[-1][1] == pytest.approx(
+        pareto.normalised_hypervolume([(0.98, 2.0)], reference))
+    run["trials"] = run["trials"][:2]
+    assert pareto.hypervolume_curve(run, reference)[-1][1] == pytest.approx(
+        pareto.normalised_hypervolume([(0.98, 2.0), (0.96, 1.0)], reference))
+
+
 def test_pareto_benchmark_runs_at_smallest_budget(tmp_path, shared_datasets):
     import json
 

@@ -59,10 +59,18 @@ def test_a_dearer_trial_that_is_more_accurate_goes_on():
     assert not _pruned(study, 2.0, 0.92)
 
 
-def test_the_cheapest_trial_goes_on_however_inaccurate_if_it_learns():
+def test_the_cheapest_trial_goes_on_however_inaccurate_if_of_use():
     """No trial could dominate it: the front's cheap end is never pruned away."""
     study = _study((2.0, [0.90, 0.95], DONE), (3.0, [0.95], DONE))
-    assert not _pruned(study, 0.5, 0.30)
+    assert not _pruned(study, 0.5, 0.60)  # more than half the way from chance (0.10)
+
+
+def test_a_trial_closer_to_chance_than_to_the_best_is_pruned_however_cheap():
+    """Cheap junk must not keep cheap junk going: on MNIST it held the front's fast end."""
+    junk = [(0.5, [0.30], DONE), (0.6, [0.25], DONE)]
+    study = _study(*junk, (2.0, [0.90, 0.95], DONE), (3.0, [0.95], DONE))
+    assert _pruned(study, 0.4, 0.45)  # halfway from 0.10 to 0.90 (epoch 1's best) is 0.50
+    assert not _pruned(_study(*junk), 0.4, 0.45)  # no useful trial yet: best among junk
 
 
 def test_only_rungs_judge():
@@ -95,7 +103,7 @@ def test_the_top_third_of_the_trials_no_dearer_go_on():
     assert _pruned(_study(*cheaper), 2.0, 0.88)
     # Dearer trials are no competitors: the same trial among them goes on.
     dearer = [(9.0, [a], DONE) for a in (0.95, 0.90, 0.85, 0.80, 0.75)]
-    assert not _pruned(_study(*dearer), 2.0, 0.50)
+    assert not _pruned(_study(*dearer), 2.0, 0.60)
 
 
 def test_a_completed_trial_that_stopped_early_competes_with_its_best():
@@ -131,8 +139,10 @@ def test_the_last_epoch_is_no_rung():
 def test_a_trial_that_learns_nothing_is_pruned_however_cheap():
     """No trial is as cheap, but answering one class scores as much (10 classes: 10%)."""
     dear = (5.0, [0.97, 0.98], TrialState.COMPLETE)
-    assert _pruned(_study(dear, examples=800), 1.0, float(np.float32(0.10)))  # as Keras says
-    assert _pruned(_study(dear, examples=800), 1.0, 0.09)  # stuck on a rarer class
-    assert not _pruned(_study(dear, examples=800), 1.0, 0.12)  # slow, but learning
-    assert _pruned(_study(dear, examples=800), 1.0, 0.10, 0.10)  # any epoch, rung or not
+    # Epoch 2 is no rung (9 epochs: 1 and 3): the floor of chance alone judges there.
+    keras_says = float(np.float32(0.10))
+    assert _pruned(_study(dear, examples=800), 1.0, keras_says, keras_says)
+    assert _pruned(_study(dear, examples=800), 1.0, 0.09, 0.09)  # stuck on a rarer class
+    assert not _pruned(_study(dear, examples=800), 1.0, 0.12, 0.12)  # slow, but learning
+    assert _pruned(_study(dear, examples=800), 1.0, *[0.10] * 4)  # any epoch, rung or not
     assert not _pruned(_study(dear, examples=800), 1.0, *[0.10] * 9)  # but the last
