@@ -23,8 +23,8 @@ trained all their epochs and sat on the front at 10% accuracy. Nor may cheap tri
 keep each other going: at a rung, a trial closer to chance than to the best accuracy
 any trial had at that epoch (``useful_share`` of the way from one to the other) is
 pruned, however cheap. On MNIST the fastest configurations (a global-average head on
-16 filters) ended at 12-36% among rivals as poor, sat on the front as its fast end, and
-drew the sampler to nine more of them in 40 trials.
+16 filters) ended at 12-36% among rivals as poor, held the front's fast end, and drew
+the sampler to ten more such trials in 40.
 """
 
 from __future__ import annotations
