@@ -157,7 +157,8 @@ def test_parse_assignment_passes_spec_errors_on():
 def test_resolve_without_override_keeps_the_declaration():
     declared = IntRange(16, 256, 16)
     assert Space().resolve("units", declared) is declared
-    assert Space().resolve("optimizer", TRAINING_SPACE["optimizer"]) == TRAINING_SPACE["optimizer"]
+    assert Space().resolve("weight_decay", TRAINING_SPACE["weight_decay"]) == (
+        TRAINING_SPACE["weight_decay"])
 
 
 @pytest.mark.parametrize(
@@ -262,6 +263,20 @@ def test_resolve_cuts_shared_defaults_to_their_overlap():
     assert space.resolve("depth", Choice((1, 2, 3))) == Choice((1, 2, 3))
     assert space.resolve("dropout", Fixed(0.7)) == Fixed(0.7)
     assert space.resolve("units", IntRange(1, 6)) == IntRange(1, 6)
+
+
+def test_the_training_defaults_search_where_the_optimizers_train_and_widen_on_request():
+    space = Space()
+    assert space.resolve("learning_rate", TRAINING_SPACE["learning_rate"]) == FloatRange(
+        1e-4, 1e-2, log=True)
+    assert space.resolve("optimizer", TRAINING_SPACE["optimizer"]) == Choice(
+        ("adam", "sgd", "rmsprop"))
+    # What the core allows stays within reach of the user's settings.
+    wide = Space({"learning_rate": FloatRange(1e-5, 1e-1, log=True),
+                  "optimizer": Fixed("adagrad")})
+    assert wide.resolve("learning_rate", TRAINING_SPACE["learning_rate"]) == (
+        TRAINING_SPACE["learning_rate"])
+    assert wide.resolve("optimizer", TRAINING_SPACE["optimizer"]) == Fixed("adagrad")
 
 
 def test_user_override_replaces_the_shared_default():
@@ -596,7 +611,8 @@ def test_describe_training_gives_defaults_and_conditions():
         "one of 'constant', 'exponential', 'step', 'cosine', 'cyclic'; default fixed 'constant'")
     assert lines["lr_decay_rate"] == "float 0.5..0.99 (only when lr_schedule is 'exponential')"
     assert lines["lr_plateau_patience"] == "int 1..5 (only when lr_plateau is True)"
-    assert lines["learning_rate"] == TRAINING_SPACE["learning_rate"].describe()
+    assert lines["learning_rate"] == "float 1e-05..0.1 log; default float 0.0001..0.01 log"
+    assert lines["batch_size"] == TRAINING_SPACE["batch_size"].describe()
 
 
 def test_tensorboard_and_mixed_precision_options(tmp_path):

@@ -243,7 +243,8 @@ def test_declare_training_hyperparameters():
     assert {name: hp.declare(name, spec) for name, spec in basics.items()} == {
         "learning_rate": 1e-3, "batch_size": 64, "optimizer": "adam", "weight_decay": 0.0,
     }
-    assert hp.specs == basics
+    # the space searched: the declarations cut to the shared defaults (Space.resolve)
+    assert hp.specs == {name: Space().resolve(name, spec) for name, spec in basics.items()}
 
     trial = ask({"weight_decay_enabled": False})
     hp = bridge(trial)
