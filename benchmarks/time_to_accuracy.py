@@ -12,9 +12,10 @@ and that model's test accuracy is known.
 * ``autodl``: the real CLI, ``autodl tune --arch cnn --dataset idx:DIR --trials T
   --epochs E --seed S --storage sqlite:///TMP/s.db``, nothing else: whatever defaults
   autodl has (``--max-samples`` is passed on only when given here, for smoke runs).
-* ``autodl-epoch-rungs``, ``autodl-kernels-3-5``: ablations, the same command with one
-  lever turned back: ``--pruner sha-epochs`` (Optuna's successive halving, rungs in
-  epochs) or ``--set kernel_size=[3,5]`` (5x5 kernels searched too).
+* ``autodl-epoch-rungs``, ``autodl-kernels-3-5``, ``autodl-wide-training``: ablations, the
+  same command with one lever turned back: ``--pruner sha-epochs`` (Optuna's successive
+  halving, rungs in epochs), ``--set kernel_size=[3,5]`` (5x5 kernels searched too), or
+  the training space before 2026-12-04 (learning rates 1e-5..1e-1, Adagrad too).
 * ``kt-hyperband``: KerasTuner ``Hyperband(objective="val_accuracy", max_epochs=E,
   factor=3, seed=S)`` over the KerasTuner tutorial's CNN space (below), searched with the
   tutorial's ``EarlyStopping(monitor="val_loss", patience=5)``; it runs as many trials as
@@ -75,6 +76,9 @@ AUTODL_COLUMNS = {
     "autodl": [],
     "autodl-epoch-rungs": ["--pruner", "sha-epochs"],  # rungs in epochs, not training FLOPs
     "autodl-kernels-3-5": ["--set", "kernel_size=[3,5]"],  # the wider kernel space
+    # the training space before 2026-12-04: learning rates 1e-5..1e-1, Adagrad too
+    "autodl-wide-training": ["--set", "learning_rate={low=1e-5, high=1e-1, log=true}",
+                             "--set", "optimizer=[adam,sgd,rmsprop,adagrad]"],
 }
 COLUMNS = (*AUTODL_COLUMNS, "kt-hyperband", "kt-random", "optuna-tpe-hyperband")
 BASELINE = "kt-hyperband"

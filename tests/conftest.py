@@ -101,7 +101,11 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory):
     cwd = Path.cwd()
     os.chdir(folder)
     try:
-        assert main(tune_args("npz:tiny.npz", "--study", "tiny", "--pruner", "none")) == 0
+        # The space these fixtures' trials were drawn from (the defaults before 2026-12-04),
+        # named so that they stay what the tests expect: one weak trial, one not the best.
+        assert main(tune_args("npz:tiny.npz", "--study", "tiny", "--pruner", "none",
+                              "--set", "learning_rate={low=1e-5, high=1e-1, log=true}",
+                              "--set", "optimizer=[adam,sgd,rmsprop,adagrad]")) == 0
     finally:
         os.chdir(cwd)
     return folder, f"sqlite:///{folder}/studies/autodl.db", "tiny"
@@ -161,7 +165,10 @@ def front_study(tiny_study, tmp_path_factory):
         study.set_metric_names(["val_accuracy", "latency_ms"])
     kept = sorted((t for t in tiny.trials if TrialAttr.MODEL_ARTIFACT in t.user_attrs),
                   key=lambda t: (t.value, -t.number))
-    latency = {t.number: 1.0 + rank for rank, t in enumerate(kept)}
+    # Faster the less accurate, tied accuracies tied in latency: every kept trial is on
+    # the front, the lowest-numbered most accurate one first (``storage.pareto_front``).
+    accuracies = sorted({t.value for t in kept})
+    latency = {t.number: 1.0 + accuracies.index(t.value) for t in kept}
     first = tiny.trials[0]
     without_model = {k: v for k, v in first.user_attrs.items() if k != TrialAttr.MODEL_ARTIFACT}
 
