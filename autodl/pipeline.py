@@ -69,4 +69,12 @@ class InputPipeline:
             labels = tf.gather(y, batch)
             return tf.gather(x, batch), tf.one_hot(labels, self.num_classes) if one_hot else labels
 
-        return batches.map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+        # A gather is cheap: one map call keeps up, and prefetch keeps a batch ready.
+        # Without tf.data's autotuning: its model thread notices a cancel only after its
+        # current wait, which grows to 60 s as an iterator ages, and the iterator's
+        # destructor waits for it. On TensorFlow 2.21 a 10-epoch trial's ``fit``
+        # returned 28-34 s after its last epoch ended; without it, at once, with the
+        # same epoch times (benchmarks/RESULTS.md).
+        options = tf.data.Options()
+        options.autotune.enabled = False
+        return batches.map(gather).prefetch(tf.data.AUTOTUNE).with_options(options)

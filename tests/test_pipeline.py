@@ -50,3 +50,12 @@ def test_one_hot_labels_for_models_whose_loss_wants_them():
     splits = make_splits(Dataset("tiny", *make_images(90), ["0", "1", "2"]), seed=0)
     _, y, _ = epoch(InputPipeline(splits).validation(batch_size=8, one_hot=True))
     np.testing.assert_array_equal(y, np.eye(3)[splits.y_val])
+
+
+def test_no_dataset_autotunes_so_an_iterator_is_freed_at_once():
+    # tf.data's autotuning thread holds a trial's finished iterator for up to 60 s.
+    pipeline = InputPipeline(make_splits(Dataset("tiny", *make_images(90), ["0", "1", "2"]),
+                                         seed=0))
+    for dataset in (pipeline.train(batch_size=8, seed=0, epochs=2),
+                    pipeline.validation(batch_size=8)):
+        assert dataset.options().autotune.enabled is False
