@@ -71,10 +71,10 @@ class InputPipeline:
 
         # A gather is cheap: one map call keeps up, and prefetch keeps a batch ready.
         # Without tf.data's autotuning: its model thread notices a cancel only after its
-        # current wait, which grows to 60 s as an iterator ages, and the iterator's
-        # destructor waits for it. On TensorFlow 2.21 a 10-epoch trial's ``fit``
-        # returned 28-34 s after its last epoch ended; without it, at once, with the
-        # same epoch times (benchmarks/RESULTS.md).
+        # current wait, which grows as an iterator ages, and the iterator's destructor
+        # waits for it. On TensorFlow 2.21 a 10-epoch trial's ``fit`` returned 28-34 s
+        # after its last epoch ended; without it, at once, and the epochs took as long
+        # within the machine's noise (benchmarks/RESULTS.md).
         options = tf.data.Options()
         options.autotune.enabled = False
         return batches.map(gather).prefetch(tf.data.AUTOTUNE).with_options(options)

@@ -53,7 +53,7 @@ def test_one_hot_labels_for_models_whose_loss_wants_them():
 
 
 def test_no_dataset_autotunes_so_an_iterator_is_freed_at_once():
-    # tf.data's autotuning thread holds a trial's finished iterator for up to 60 s.
+    # tf.data's autotuning thread held a trial's finished iterator for half a minute.
     pipeline = InputPipeline(make_splits(Dataset("tiny", *make_images(90), ["0", "1", "2"]),
                                          seed=0))
     for dataset in (pipeline.train(batch_size=8, seed=0, epochs=2),
