@@ -546,13 +546,17 @@ class TuneConfig:
         return caps
 
     @property
+    def for_deployment(self) -> bool:
+        """Whether the study weighs what a model costs to deploy (a cost objective or a limit)."""
+        return len(self.objectives) > 1 or bool(self.limits)
+
+    @property
     def search_space(self) -> Space:
         """The space searched: the user's settings over the shared defaults.
 
-        A study for deployment (a cost objective or a limit) takes its defaults from
-        ``DEPLOYMENT_DEFAULTS``.
+        A study for deployment takes its defaults from ``DEPLOYMENT_DEFAULTS``.
         """
-        if len(self.objectives) == 1 and not self.limits:
+        if not self.for_deployment:
             return self.space
         return dataclasses.replace(self.space, defaults=DEPLOYMENT_DEFAULTS)
 

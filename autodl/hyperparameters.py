@@ -13,7 +13,7 @@ shorter hook, but a KerasTuner release that renamed it would make every trial bu
 with default values, silently.
 
 Without a trial it answers with defaults, which is how plugins are listed and
-checked ("dry builds").
+checked ("dry builds"), or with the space's low end (a deployment study's second trial).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from autodl.config import (
     Fixed,
     FloatRange,
     IntRange,
+    Scalar,
     Space,
     Spec,
     first_value,
@@ -101,15 +102,21 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
     Args:
         space: The user's narrowing of the search space.
         trial: The trial that suggests values; ``None`` for a dry build with defaults.
+        low_end: Without a trial: the plugin's numeric hyperparameters (ranges, choices
+            of numbers) take their lowest value instead of their default, which in the
+            built-in plugins is the smallest model; the others, and the training
+            hyperparameters, keep their defaults.
 
     Attributes:
         specs: The resolved spec of every active hyperparameter seen so far, by name.
     """
 
-    def __init__(self, space: Space, trial: optuna.Trial | None = None) -> None:
+    def __init__(self, space: Space, trial: optuna.Trial | None = None,
+                 low_end: bool = False) -> None:
         super().__init__()
         self.search_space = space
         self.trial = trial
+        self.low_end = low_end
         self.specs: dict[str, Spec] = {}
 
     def declare(self, name: str, spec: Spec) -> Any:
@@ -147,14 +154,16 @@ class OptunaHyperParameters(keras_tuner.HyperParameters):
         value = declare(*args, **kwargs)
         if len(self.values) > known:
             hp = self.space[-1]
-            value = self._choose(hp.name, spec_from_keras_tuner(hp), hp.default)
+            value = self._choose(hp.name, spec_from_keras_tuner(hp), hp.default, self.low_end)
         return value
 
-    def _choose(self, name: str, declared: Spec, default: Any) -> Any:
+    def _choose(self, name: str, declared: Spec, default: Any, lowest: bool = False) -> Any:
         spec = self.search_space.resolve(name, declared)
         self.specs[name] = spec
         if self.trial is None:
-            value = default if spec.contains(default) else first_value(spec)
+            value = _lowest(spec) if lowest else None
+            if value is None:
+                value = default if spec.contains(default) else first_value(spec)
         else:
             value = _suggest(self.trial, name, spec)
         self.values[name] = value
@@ -182,6 +191,17 @@ def optuna_params(hp: OptunaHyperParameters) -> dict[str, Any]:
                 continue
         params[name] = value
     return params
+
+
+def _lowest(spec: Spec) -> Scalar | None:
+    """A numeric spec's lowest value (0 where a range allows it); None for other specs."""
+    if isinstance(spec, (IntRange, FloatRange)):
+        return first_value(spec)
+    if isinstance(spec, Choice) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec.values
+    ):
+        return min(spec.values)
+    return None
 
 
 def _suggest(trial: optuna.Trial, name: str, spec: Spec) -> Any:

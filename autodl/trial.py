@@ -87,13 +87,19 @@ def declare_training(hp: OptunaHyperParameters, hypermodel: Any) -> dict[str, An
     return training
 
 
-def dry_build(hypermodel: Any, space: Space) -> OptunaHyperParameters:
+def dry_build(hypermodel: Any, space: Space, low_end: bool = False) -> OptunaHyperParameters:
     """Build once with default values, to list and check a plugin's hyperparameters.
+
+    Args:
+        hypermodel: The plugin's hypermodel.
+        space: The space searched.
+        low_end: Build the plugin's hyperparameters at the first value of their space
+            instead of their defaults (see :class:`OptunaHyperParameters`).
 
     Returns:
         The hyperparameters, with ``specs`` holding every one that was declared.
     """
-    hp = OptunaHyperParameters(space)
+    hp = OptunaHyperParameters(space, low_end=low_end)
     declare_training(hp, hypermodel)
     try:
         build_model(hypermodel, hp)

@@ -236,6 +236,17 @@ def test_dry_build_default_outside_the_resolved_range_takes_its_first_value():
     assert hp.Choice("act", ["relu", "gelu"]) == "gelu"
 
 
+def test_a_low_end_dry_build_takes_the_lowest_numbers_and_keeps_other_defaults():
+    hp = OptunaHyperParameters(Space({"filters": Choice((64, 16, 32))}), low_end=True)
+    assert hp.Int("blocks", 1, 9, default=4) == 1
+    assert hp.Float("dropout", 0.0, 0.5, default=0.25) == 0.0
+    assert hp.Choice("units", [256, 64, 128], default=128) == 64
+    assert hp.Choice("filters", [16, 32, 64], default=32) == 16  # the user's order aside
+    assert hp.Choice("head", ["flatten", "avg"], default="avg") == "avg"  # no size: default
+    assert hp.Boolean("shortcut", default=True) is True
+    assert hp.declare("learning_rate", TRAINING_SPACE["learning_rate"]) == 1e-3  # training
+
+
 def test_declare_training_hyperparameters():
     hp = bridge()
     basics = {name: TRAINING_SPACE[name]

@@ -86,6 +86,20 @@ def test_a_study_of_accuracy_and_latency_stores_what_optuna_reads(in_tmp, tiny_n
     assert " latency_ms " in out  # each trial's line shows its latency
 
 
+def test_a_study_for_deployment_trains_the_defaults_then_the_low_end(in_tmp, tiny_npz):
+    for name, options in (("mo", ["--objective", "accuracy,params"]), ("acc", [])):
+        assert main(tune_args(f"npz:{tiny_npz}", "--study", name, *options, arch="cnn",
+                              trials=2)) == 0
+    defaults, low_end = (trial.user_attrs[TrialAttr.HYPERPARAMETERS]
+                         for trial in _study(in_tmp, "mo").trials)
+    # The front's fast end: the cnn's smallest model, trained as the defaults are.
+    assert low_end == {**defaults, "depth": 1, "filters": 16, "units": 64, "dropout": 0.0}
+    assert defaults["depth"] > 1 and defaults["filters"] > 16
+    # A study of accuracy alone queues the defaults only; its second trial is sampled.
+    queued = ["fixed_params" in trial.system_attrs for trial in _study(in_tmp, "acc").trials]
+    assert queued == [True, False]
+
+
 def test_pruning_happens_in_a_multi_objective_study(in_tmp, tiny_npz):
     assert main(tune_args(f"npz:{tiny_npz}", "--study", "mo", "--objective", "accuracy,params",
                           "--epochs", "3", trials=8)) == 0
