@@ -7,7 +7,9 @@ first epochs, and trains on. Here a rung is an amount of training work (FLOPs): 
 rung goes on only if its best validation accuracy so far is among the top
 ``1 / reduction_factor`` of the values every trial had when it had spent that much. A
 dear model crosses several rungs in its first epoch, so it meets the cheap models'
-later, better epochs at once: it must show its worth early.
+later, better epochs at once: it must show its worth early. A model sixteen times
+dearer than the cheapest is judged at the rungs inside its first epoch too, from its
+validation accuracy then (:meth:`CostHalvingPruner.rungs_within_first_epoch`).
 """
 
 from __future__ import annotations
@@ -42,24 +44,62 @@ class CostHalvingPruner(optuna.pruners.BasePruner):
         step, cost = trial.last_step, trial.user_attrs.get(self.cost_attr)
         if step is None or not cost:
             return False
-        others = [
+        others = self._others(study, trial.number)
+        base = self._base(cost, others)
+        return any(self._below(_value_within(trial, budget, cost), budget, others)
+                   for budget in self._rungs_crossed(base, (step - 1) * cost, step * cost))
+
+    def rungs_within_first_epoch(self, study: optuna.Study, number: int,
+                                 cost: float) -> list[float]:
+        """The rungs a dear trial crosses before its first epoch ends, to judge it there.
+
+        Judged only after its first epoch, a model sixteen or more times dearer than the
+        cheapest trial has trained that whole epoch before it meets the cheap models'
+        rungs (on the MNIST images: 8-10 s where they take 1-3 s). So a trial whose epoch
+        costs at least ``reduction_factor ** 2`` times the cheapest trial's epoch is
+        judged at each rung inside its first epoch too (:meth:`falls_below`).
+
+        Args:
+            study: The study.
+            number: The trial's number.
+            cost: The trial's training FLOPs per epoch.
+
+        Returns:
+            The rung budgets (training FLOPs) inside its first epoch, lowest first; empty
+            for a trial less dear.
+        """
+        base = self._base(cost, self._others(study, number))
+        if cost < base * self.reduction_factor ** 2:
+            return []
+        return [budget for budget in self._rungs_crossed(base, 0, cost) if budget < cost]
+
+    def falls_below(self, study: optuna.Study, number: int, value: float,
+                    budget: float) -> bool:
+        """Whether ``value``, reached after ``budget`` training FLOPs, falls below that rung."""
+        return self._below(value, budget, self._others(study, number))
+
+    def _others(self, study: optuna.Study, number: int) -> list[FrozenTrial]:
+        """The study's other trials that reported an epoch and recorded their cost."""
+        return [
             t for t in study.get_trials(deepcopy=False, states=_COMPARED)
-            if t.number != trial.number and t.intermediate_values and t.user_attrs.get(
+            if t.number != number and t.intermediate_values and t.user_attrs.get(
                 self.cost_attr)
         ]
-        base = min([cost] + [t.user_attrs[self.cost_attr] for t in others])
-        for budget in self._rungs_crossed(base, (step - 1) * cost, step * cost):
-            value = _value_within(trial, budget, cost)
-            competing = [value] + [
-                _value_within(t, budget, t.user_attrs[self.cost_attr]) for t in others
-                if t.last_step * t.user_attrs[self.cost_attr] >= budget
-            ]
-            # As in Optuna's successive halving: with fewer than reduction_factor
-            # trials at a rung, only the best goes on.
-            keep = max(len(competing) // self.reduction_factor, 1)
-            if value < sorted(competing, reverse=True)[keep - 1]:
-                return True
-        return False
+
+    def _base(self, cost: float, others: list[FrozenTrial]) -> float:
+        """The lowest rung: one epoch of the cheapest trial seen."""
+        return min([cost] + [t.user_attrs[self.cost_attr] for t in others])
+
+    def _below(self, value: float, budget: float, others: list[FrozenTrial]) -> bool:
+        """Whether ``value`` is outside the top ``1 / reduction_factor`` at rung ``budget``."""
+        competing = [value] + [
+            _value_within(t, budget, t.user_attrs[self.cost_attr]) for t in others
+            if t.last_step * t.user_attrs[self.cost_attr] >= budget
+        ]
+        # As in Optuna's successive halving: with fewer than reduction_factor trials at
+        # a rung, only the best goes on.
+        keep = max(len(competing) // self.reduction_factor, 1)
+        return value < sorted(competing, reverse=True)[keep - 1]
 
     def _rungs_crossed(self, base: float, before: float, after: float) -> list[float]:
         """The rung budgets in ``(before, after]``, lowest first."""

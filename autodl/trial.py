@@ -19,6 +19,7 @@ from autodl import recipe
 from autodl.checkpoint import Checkpoint, Checkpointer, CheckpointStore, CheckpointUnusable
 from autodl.config import TRAINING_SPACE, Space, is_active
 from autodl.cost import CostLimit, epoch_flops, forward_flops
+from autodl.cost_halving import CostHalvingPruner
 from autodl.datasets import Splits
 from autodl.deployment import measure
 from autodl.hyperparameters import OptunaHyperParameters
@@ -93,7 +94,7 @@ def dry_build(hypermodel: Any, space: Space, low_end: bool = False) -> OptunaHyp
     Args:
         hypermodel: The plugin's hypermodel.
         space: The space searched.
-        low_end: Build the plugin's hyperparameters at the first value of their space
+        low_end: Build the plugin's numeric hyperparameters at their lowest value
             instead of their defaults (see :class:`OptunaHyperParameters`).
 
     Returns:
@@ -277,6 +278,62 @@ class _TrialMonitor(keras.callbacks.Callback):
             self.model.stop_training = True  # another epoch would overrun the time budget
 
 
+class _FirstEpochRungs(keras.callbacks.Callback):
+    """Judges a dear trial at the cost rungs inside its first epoch, and stops it there.
+
+    At each rung (see :meth:`CostHalvingPruner.rungs_within_first_epoch`) it measures the
+    model's validation accuracy so far and asks the pruner. A trial below the rung stops
+    at once: Keras then validates the part-epoch, and the trial monitor reports it as
+    epoch 1. Only dear trials get this callback: a per-batch hook makes Keras copy the
+    logs to Python after every step, which would slow small models.
+
+    Args:
+        trial: The trial.
+        pruner: The study's pruner.
+        cost: The trial's training FLOPs per epoch.
+        budgets: The rungs to judge at (training FLOPs), lowest first.
+        validation: The validation images and their labels (class indices).
+    """
+
+    def __init__(self, trial: optuna.Trial, pruner: CostHalvingPruner, cost: float,
+                 budgets: list[float], validation: tuple[np.ndarray, np.ndarray]) -> None:
+        super().__init__()
+        self.trial = trial
+        self.pruner = pruner
+        self.cost = cost
+        self.budgets = list(budgets)
+        self.validation = validation
+        #: The part of its first epoch the trial had trained when it fell below a rung.
+        self.stopped_at: float | None = None
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        steps = self.params.get("steps")
+        if not self.budgets or not steps:
+            return
+        done = (batch + 1) / steps
+        crossed = [budget for budget in self.budgets if budget <= done * self.cost]
+        if not crossed:
+            return
+        del self.budgets[:len(crossed)]
+        accuracy = self._accuracy()
+        if any(self.pruner.falls_below(self.trial.study, self.trial.number, accuracy, budget)
+               for budget in crossed):
+            self.stopped_at = done
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        self.budgets = []  # its first epoch is over: the pruner judges epochs now
+
+    def _accuracy(self) -> float:
+        images, labels = self.validation
+        # Batch by batch, without a dataset: no tf.data iterator to wait for.
+        predicted = np.concatenate([
+            np.argmax(self.model.predict_on_batch(images[start:start + 256]), axis=-1)
+            for start in range(0, len(images), 256)
+        ])
+        return float(np.mean(predicted == labels))
+
+
 def report_epochs(trial: optuna.Trial, history: list[dict[str, float]], first: int) -> bool:
     """Report the epochs of ``history`` from index ``first`` on, for the study's pruner.
 
@@ -456,6 +513,18 @@ class TrialRunner:
             trial.set_user_attr(TrialAttr.PRUNED_BECAUSE, problem)
             raise optuna.TrialPruned(problem)
 
+    def _first_epoch_rungs(self, trial: optuna.Trial,
+                           checkpoint: Checkpoint | None) -> _FirstEpochRungs | None:
+        """The callback that judges a dear trial inside its first epoch, if it needs one."""
+        pruner, cost = trial.study.pruner, trial.user_attrs[TrialAttr.EPOCH_FLOPS]
+        if not isinstance(pruner, CostHalvingPruner) or checkpoint is not None:
+            return None
+        budgets = pruner.rungs_within_first_epoch(trial.study, trial.number, cost)
+        if not budgets:
+            return None
+        return _FirstEpochRungs(trial, pruner, cost, budgets,
+                                (self.splits.x_val, self.splits.y_val))
+
     def _judge_deployment(self, trial: optuna.Trial, model: keras.Model) -> list[float]:
         """Measure what deployment costs the study needs; prune the model if over a limit.
 
@@ -558,6 +627,9 @@ class TrialRunner:
             MONITOR, mode="max", patience=self.patience, restore_best_weights=True
         )
         callbacks = [monitor, stopper]
+        first_epoch_rungs = self._first_epoch_rungs(trial, checkpoint)
+        if first_epoch_rungs is not None:
+            callbacks.append(first_epoch_rungs)
         if self.tensorboard:
             run = f"trial-{trial.number:05d}"
             callbacks += recipe.tensorboard_callbacks(
@@ -589,6 +661,11 @@ class TrialRunner:
             trial.set_user_attr(TrialAttr.STOPPED_EPOCH, len(monitor.history))
         if monitor.failure:
             raise TrialFailed(monitor.failure, kind=FailKind.DIVERGED)
+        if first_epoch_rungs is not None and first_epoch_rungs.stopped_at is not None:
+            reason = (f"pruned at {first_epoch_rungs.stopped_at:.0%} of epoch 1, below a "
+                      "rung of equal training cost")
+            trial.set_user_attr(TrialAttr.PRUNED_BECAUSE, reason)
+            raise optuna.TrialPruned(reason)
         if monitor.pruned_at:
             raise optuna.TrialPruned(f"pruned at epoch {monitor.pruned_at}")
         if not monitor.history:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import time
 
 import keras
@@ -10,12 +11,15 @@ import keras_tuner
 import optuna
 import pytest
 from conftest import make_images
+from optuna.distributions import CategoricalDistribution
 
 from autodl import registry
 from autodl.config import TRAINING_SPACE, Choice, Fixed, FloatRange, IntRange, Space
 from autodl.cost import flops_cap, forward_flops
 from autodl.datasets import Dataset, make_splits
 from autodl.hyperparameters import OptunaHyperParameters
+from autodl.objectives import ACCURACY
+from autodl.pruners import PRUNERS
 from autodl.storage import TrialAttr
 from autodl.trial import TrialRunner, build_model, declare_training, dry_build
 
@@ -74,7 +78,7 @@ class Widths(keras_tuner.HyperModel):
     """Convolutions whose ``width`` 1024 (1.2 GFLOPs per example) is too dear for 8x8 images."""
 
     def build(self, hp):
-        width = hp.Choice("width", [8, 1024])
+        width = hp.Choice("width", [8, 64, 1024])
         inputs = keras.Input((8, 8, 1))
         x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(inputs)
         x = keras.layers.Conv2D(width, 3, padding="same", activation="relu")(x)
@@ -89,8 +93,8 @@ def splits():
     return make_splits(Dataset("tiny", x, y, ["0", "1", "2"]), seed=0)
 
 
-def _runner(splits, **options) -> TrialRunner:
-    return TrialRunner(Widths(), splits, Space(), epochs=2, patience=2, seed=0,
+def _runner(splits, space=None, **options) -> TrialRunner:
+    return TrialRunner(Widths(), splits, space or Space(), epochs=2, patience=2, seed=0,
                        listener=type("Quiet", (), {"epoch_end": lambda *a: None})(),
                        save_model=lambda trial, model: None, **options)
 
@@ -117,3 +121,26 @@ def test_every_trial_records_its_cost_and_a_dear_one_is_pruned_untrained(splits)
     assert dear.constraints["cost"] > 0
     # A repeated dear configuration costs a build, not training.
     assert (again.datetime_complete - again.datetime_start).total_seconds() < 1.0
+
+
+def test_a_dear_trial_is_judged_and_stopped_inside_its_first_epoch(splits):
+    study = optuna.create_study(direction="maximize",
+                                pruner=PRUNERS["sha"](2, (ACCURACY,), splits.y_val))
+    # A perfect trial whose epoch costs one FLOP: every real model is dearer, and none
+    # can be as good at its rungs.
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.COMPLETE, value=1.0, intermediate_values={1: 1.0},
+        params={"width": 8}, distributions={"width": CategoricalDistribution([8, 64, 1024])},
+        user_attrs={TrialAttr.EPOCH_FLOPS: 1.0}))
+    study.enqueue_trial({"width": 64})
+    # Several batches an epoch: the first crosses rungs, and the check comes after it.
+    runner = _runner(splits, Space({"batch_size": Fixed(16)}))
+    steps = math.ceil(len(splits.y_train) / 16)
+    assert steps > 1
+    study.optimize(runner, n_trials=1)
+    dear = study.trials[1]
+    assert dear.state == optuna.trial.TrialState.PRUNED
+    assert dear.user_attrs[TrialAttr.PRUNED_BECAUSE] == (
+        f"pruned at {1 / steps:.0%} of epoch 1, below a rung of equal training cost")
+    assert dear.user_attrs[TrialAttr.STOPPED_EPOCH] == 1  # the part-epoch is recorded
+    assert list(dear.intermediate_values) == [1]

@@ -59,6 +59,21 @@ def test_optunas_epoch_halving_lets_the_dear_trial_train_on():
     assert not _pruned_after_first_epoch(study, cost=50e9)
 
 
+def test_only_a_trial_sixteen_times_dearer_is_judged_inside_its_first_epoch():
+    study = _study_with_cheap_trials(8)
+    assert study.pruner.rungs_within_first_epoch(study, 99, cost=8e9) == []
+    # The rungs of 1, 4 and 16 cheap epochs lie inside its first epoch.
+    assert study.pruner.rungs_within_first_epoch(study, 99, cost=50e9) == [1e9, 4e9, 16e9]
+
+
+def test_inside_its_first_epoch_a_dear_trial_must_beat_the_cheap_trials_at_equal_cost():
+    study = _study_with_cheap_trials(8)
+    # After one cheap epoch's FLOPs the cheap trials stood at 0.80; at four, at 0.94.
+    assert study.pruner.falls_below(study, 99, value=0.5, budget=1e9)
+    assert not study.pruner.falls_below(study, 99, value=0.85, budget=1e9)
+    assert study.pruner.falls_below(study, 99, value=0.85, budget=4e9)
+
+
 def test_a_trial_without_a_recorded_cost_is_never_pruned():
     study = _study_with_cheap_trials(8)
     trial = study.ask()
