@@ -504,7 +504,8 @@ def tune(config: TuneConfig, listener: TuneListener,
         study.pruner = make_pruner(config, splits)
     if not study.get_trials(deepcopy=False):
         # The first trial trains the defaults, as KerasTuner's does: a good model in
-        # the first minute, and a yardstick for the pruner.
+        # the first minute, and a yardstick for the pruner. (For deployment, the low
+        # end follows.)
         for params in first_trials:
             study.enqueue_trial(params, skip_if_exists=True)
     lock = storage.AdmissionLock(config.storage, study.study_name)
