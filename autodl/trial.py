@@ -496,15 +496,19 @@ class TrialRunner:
             monitor.pruned_at = checkpoint.epoch
         return checkpoint
 
-    def _judge_cost(self, trial: optuna.Trial, model: keras.Model) -> None:
+    def _judge_cost(self, trial: optuna.Trial, model: keras.Model) -> int:
         """Record the model's cost; prune it untrained if it is beyond the cost limit.
 
         The cost is also an Optuna constraint, so the sampler learns to avoid dear
         configurations instead of suggesting them again.
+
+        Returns:
+            The model's training FLOPs per epoch.
         """
         flops = forward_flops(model)
+        cost = epoch_flops(flops, len(self.splits.y_train))
         trial.set_user_attr(TrialAttr.FLOPS, flops)
-        trial.set_user_attr(TrialAttr.EPOCH_FLOPS, epoch_flops(flops, len(self.splits.y_train)))
+        trial.set_user_attr(TrialAttr.EPOCH_FLOPS, cost)
         if "cost" not in trial.constraints:  # a retried trial carries its lost run's
             trial.set_constraint("cost", self.cost_limit.excess(flops))
         problem = self.cost_limit.problem(flops)
@@ -512,11 +516,12 @@ class TrialRunner:
             trial.set_user_attr(TrialAttr.STOPPED_EPOCH, 0)
             trial.set_user_attr(TrialAttr.PRUNED_BECAUSE, problem)
             raise optuna.TrialPruned(problem)
+        return cost
 
-    def _first_epoch_rungs(self, trial: optuna.Trial,
+    def _first_epoch_rungs(self, trial: optuna.Trial, cost: int,
                            checkpoint: Checkpoint | None) -> _FirstEpochRungs | None:
         """The callback that judges a dear trial inside its first epoch, if it needs one."""
-        pruner, cost = trial.study.pruner, trial.user_attrs[TrialAttr.EPOCH_FLOPS]
+        pruner = trial.study.pruner
         if not isinstance(pruner, CostHalvingPruner) or checkpoint is not None:
             return None
         budgets = pruner.rungs_within_first_epoch(trial.study, trial.number, cost)
@@ -615,7 +620,7 @@ class TrialRunner:
         trial.set_user_attr(TrialAttr.HYPERPARAMETERS, dict(hp.values))
         trial.set_user_attr(TrialAttr.PARAMS_COUNT, int(model.count_params()))
         trial.set_user_attr(TrialAttr.DEVICE, training_device())
-        self._judge_cost(trial, model)
+        cost = self._judge_cost(trial, model)
         deployment = self._judge_deployment(trial, model)
         splits, classes = self.splits, self.splits.num_classes
         prebuild_training_state(
@@ -627,7 +632,7 @@ class TrialRunner:
             MONITOR, mode="max", patience=self.patience, restore_best_weights=True
         )
         callbacks = [monitor, stopper]
-        first_epoch_rungs = self._first_epoch_rungs(trial, checkpoint)
+        first_epoch_rungs = self._first_epoch_rungs(trial, cost, checkpoint)
         if first_epoch_rungs is not None:
             callbacks.append(first_epoch_rungs)
         if self.tensorboard:
