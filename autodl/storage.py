@@ -188,7 +188,7 @@ def open_storage(
         engine_kwargs["connect_args"] = {"timeout": 60}
     for attempt in range(_SCHEMA_ATTEMPTS):
         try:
-            storage = optuna.storages.RDBStorage(
+            storage = _RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
                 skip_table_creation=existing,
@@ -212,6 +212,24 @@ def open_storage(
 
 
 _SCHEMA_ATTEMPTS = 5
+
+
+class _RDBStorage(optuna.storages.RDBStorage):
+    """Optuna's ``RDBStorage`` whose heartbeat outlives a failed write.
+
+    Optuna records a running trial's heartbeat from a thread of its own; a write that
+    fails there (a full disk, a locked database) ended the thread with a traceback on
+    the user's terminal, and a trial whose heartbeat stops is later taken for lost. The
+    trial's own next write meets the same failure and stops the study with one line.
+    """
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        """Record the trial's heartbeat; a failed write is left to the next beat."""
+        try:
+            super().record_heartbeat(trial_id)
+        except Exception as error:  # SQLAlchemy and driver errors
+            if write_failure(error) is None:
+                raise
 
 
 def _lost_schema_race(error: Exception) -> bool:

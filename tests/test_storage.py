@@ -111,7 +111,7 @@ def test_a_run_that_loses_the_race_to_create_the_tables_tries_again(tmp_path, mo
             other.execute(sqlalchemy.text("CREATE TABLE studies (id INTEGER)"))
         except sqlalchemy.exc.OperationalError as error:
             lost_race = error
-    real_storage, attempts = optuna.storages.RDBStorage, []
+    real_storage, attempts = storage._RDBStorage, []
 
     def racing_storage(*args, **kwargs):
         attempts.append(1)
@@ -119,9 +119,33 @@ def test_a_run_that_loses_the_race_to_create_the_tables_tries_again(tmp_path, mo
             raise lost_race
         return real_storage(*args, **kwargs)
 
-    monkeypatch.setattr(optuna.storages, "RDBStorage", racing_storage)
+    monkeypatch.setattr(storage, "_RDBStorage", racing_storage)
     opened = storage.open_storage(f"sqlite:///{tmp_path / 'new.db'}")
     assert len(attempts) == 2 and opened.get_all_studies() == []
+
+
+def test_a_heartbeat_that_cannot_be_written_waits_for_the_next_beat(tmp_path, monkeypatch):
+    """Optuna beats from a thread of its own: a failed write there printed a traceback
+    (the trial's own next write stops the study with one line) and ended the beats."""
+    import sqlite3
+
+    import sqlalchemy
+
+    opened = storage.open_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat=1)
+    trial = optuna.create_study(storage=opened).ask()
+    full = sqlalchemy.exc.OperationalError(
+        "UPDATE trial_heartbeats", {}, sqlite3.OperationalError("database or disk is full"))
+    beats = []
+
+    def failing_beat(self, trial_id):
+        beats.append(trial_id)
+        raise full if len(beats) == 1 else ValueError("not a write failure")
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, "record_heartbeat", failing_beat)
+    opened.record_heartbeat(trial._trial_id)
+    with pytest.raises(ValueError):
+        opened.record_heartbeat(trial._trial_id)
+    assert beats == [trial._trial_id] * 2
 
 
 def test_artifact_and_model_paths_follow_the_sqlite_file():
