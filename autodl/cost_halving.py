@@ -5,11 +5,18 @@ hundred times dearer than the others is judged after its first epoch against the
 first epochs, and trains on. Here a rung is an amount of training work (FLOPs): rung
 ``k`` is ``reduction_factor ** k`` epochs of the cheapest model seen. A trial crossing a
 rung goes on only if its best validation accuracy so far is among the top
-``1 / reduction_factor`` of the values every trial had when it had spent that much. A
+``1 / reduction_factor`` of the values the trials that reached that rung had there. A
 dear model crosses several rungs in its first epoch, so it meets the cheap models'
 later, better epochs at once: it must show its worth early. A model sixteen times
 dearer than the cheapest is judged at the rungs inside its first epoch too, from its
 validation accuracy then (:meth:`CostHalvingPruner.rungs_within_first_epoch`).
+
+As in successive halving, a rung's competitors are the trials that reached it. A dear
+trial pruned after an epoch that crossed several rungs never trained past the lowest of
+them, so it competes there and not above. Counted at every rung its first epoch
+crossed, the dear models that fail at once (an untrainable learning rate, at chance)
+made the higher rungs' top ``1 / reduction_factor`` lenient: on the MNIST benchmark,
+cheap trials that tied with the best trained all ten epochs.
 """
 
 from __future__ import annotations
@@ -46,7 +53,7 @@ class CostHalvingPruner(optuna.pruners.BasePruner):
             return False
         others = self._others(study, trial.number)
         base = self._base(cost, others)
-        return any(self._below(_value_within(trial, budget, cost), budget, others)
+        return any(self._below(_value_within(trial, budget, cost), budget, base, others)
                    for budget in self._rungs_crossed(base, (step - 1) * cost, step * cost))
 
     def rungs_within_first_epoch(self, study: optuna.Study, number: int,
@@ -73,10 +80,21 @@ class CostHalvingPruner(optuna.pruners.BasePruner):
             return []
         return [budget for budget in self._rungs_crossed(base, 0, cost) if budget < cost]
 
-    def falls_below(self, study: optuna.Study, number: int, value: float,
-                    budget: float) -> bool:
-        """Whether ``value``, reached after ``budget`` training FLOPs, falls below that rung."""
-        return self._below(value, budget, self._others(study, number))
+    def falls_below(self, study: optuna.Study, number: int, cost: float, value: float,
+                    budgets: list[float]) -> bool:
+        """Whether ``value`` falls below any of the rungs ``budgets`` (training FLOPs).
+
+        Args:
+            study: The study.
+            number: The trial's number.
+            cost: The trial's training FLOPs per epoch.
+            value: Its validation accuracy, reached with no more training than the
+                lowest of ``budgets``.
+            budgets: The rungs it crossed.
+        """
+        others = self._others(study, number)
+        base = self._base(cost, others)
+        return any(self._below(value, budget, base, others) for budget in budgets)
 
     def _others(self, study: optuna.Study, number: int) -> list[FrozenTrial]:
         """The study's other trials that reported an epoch and recorded their cost."""
@@ -90,16 +108,28 @@ class CostHalvingPruner(optuna.pruners.BasePruner):
         """The lowest rung: one epoch of the cheapest trial seen."""
         return min([cost] + [t.user_attrs[self.cost_attr] for t in others])
 
-    def _below(self, value: float, budget: float, others: list[FrozenTrial]) -> bool:
+    def _below(self, value: float, budget: float, base: float,
+               others: list[FrozenTrial]) -> bool:
         """Whether ``value`` is outside the top ``1 / reduction_factor`` at rung ``budget``."""
         competing = [value] + [
             _value_within(t, budget, t.user_attrs[self.cost_attr]) for t in others
-            if t.last_step * t.user_attrs[self.cost_attr] >= budget
+            if self._reached(t, base) >= budget
         ]
         # As in Optuna's successive halving: with fewer than reduction_factor trials at
         # a rung, only the best goes on.
         keep = max(len(competing) // self.reduction_factor, 1)
         return value < sorted(competing, reverse=True)[keep - 1]
+
+    def _reached(self, trial: FrozenTrial, base: float) -> float:
+        """The highest rung budget at which ``trial`` competes (training FLOPs)."""
+        cost = trial.user_attrs[self.cost_attr]
+        spent = trial.last_step * cost
+        if trial.state != TrialState.PRUNED:
+            return spent
+        # Which of the rungs its last epoch crossed it fell below is not recorded; it
+        # never trained past the lowest.
+        crossed = self._rungs_crossed(base, (trial.last_step - 1) * cost, spent)
+        return crossed[0] if crossed else spent
 
     def _rungs_crossed(self, base: float, before: float, after: float) -> list[float]:
         """The rung budgets in ``(before, after]``, lowest first."""

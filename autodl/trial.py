@@ -315,9 +315,8 @@ class _FirstEpochRungs(keras.callbacks.Callback):
         if not crossed:
             return
         del self.budgets[:len(crossed)]
-        accuracy = self._accuracy()
-        if any(self.pruner.falls_below(self.trial.study, self.trial.number, accuracy, budget)
-               for budget in crossed):
+        if self.pruner.falls_below(self.trial.study, self.trial.number, self.cost,
+                                   self._accuracy(), crossed):
             self.stopped_at = done
             self.model.stop_training = True
 

@@ -69,9 +69,34 @@ def test_only_a_trial_sixteen_times_dearer_is_judged_inside_its_first_epoch():
 def test_inside_its_first_epoch_a_dear_trial_must_beat_the_cheap_trials_at_equal_cost():
     study = _study_with_cheap_trials(8)
     # After one cheap epoch's FLOPs the cheap trials stood at 0.80; at four, at 0.94.
-    assert study.pruner.falls_below(study, 99, value=0.5, budget=1e9)
-    assert not study.pruner.falls_below(study, 99, value=0.85, budget=1e9)
-    assert study.pruner.falls_below(study, 99, value=0.85, budget=4e9)
+    assert study.pruner.falls_below(study, 99, 50e9, value=0.5, budgets=[1e9])
+    assert not study.pruner.falls_below(study, 99, 50e9, value=0.85, budgets=[1e9])
+    assert study.pruner.falls_below(study, 99, 50e9, value=0.85, budgets=[1e9, 4e9])
+
+
+def _pruned_at_chance(cost: float) -> optuna.trial.FrozenTrial:
+    return create_trial(
+        state=TrialState.PRUNED, params={"x": 0.5}, distributions={"x": FloatDistribution(0, 1)},
+        intermediate_values={1: 0.1}, user_attrs={TrialAttr.EPOCH_FLOPS: cost},
+    )
+
+
+def test_a_dear_trial_pruned_after_one_epoch_competes_only_at_the_lowest_rung_it_crossed():
+    """Six 50x dearer trials pruned at chance crossed the rungs of 1, 4 and 16 cheap
+    epochs in their first epoch; they reached only the first."""
+    study = _study_with_cheap_trials(1)
+    for _ in range(6):
+        study.add_trial(_pruned_at_chance(cost=50e9))
+    trial = study.ask()
+    trial.set_user_attr(TrialAttr.EPOCH_FLOPS, 1e9)
+    # At the lowest rung they count: eight trials, the top two go on, 0.5 is second.
+    trial.report(0.5, step=1)
+    assert not trial.should_prune()
+    # At four cheap epochs only the finished cheap trial competes (0.94 then): the
+    # trial must beat it. Counting the six at chance, 0.93 was in the top two.
+    for step, value in ((2, 0.88), (3, 0.92), (4, 0.93)):
+        trial.report(value, step=step)
+    assert trial.should_prune()
 
 
 def test_a_trial_without_a_recorded_cost_is_never_pruned():
