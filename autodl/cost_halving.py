@@ -121,7 +121,10 @@ class CostHalvingPruner(optuna.pruners.BasePruner):
         return value < sorted(competing, reverse=True)[keep - 1]
 
     def _reached(self, trial: FrozenTrial, base: float) -> float:
-        """The highest rung budget at which ``trial`` competes (training FLOPs)."""
+        """The training FLOPs up to which ``trial`` competes at the rungs.
+
+        What it spent; for a pruned trial, the lowest rung its last epoch crossed.
+        """
         cost = trial.user_attrs[self.cost_attr]
         spent = trial.last_step * cost
         if trial.state != TrialState.PRUNED:
