@@ -583,12 +583,12 @@ class Workers:
             current = slot.current
             if current is None:
                 continue
-            # Told too when no trial of it is known here: the message that it started one
-            # may still be on its way, and its trial records itself as interrupted. One
-            # starting or between trials just ends.
-            running.append(current)
-            if current.process.is_alive():
-                os.kill(current.process.pid, signal.SIGINT)
+            if current.trial is None:  # starting or between trials: nothing to record
+                current.kill()
+            else:
+                running.append(current)
+                if current.process.is_alive():
+                    os.kill(current.process.pid, signal.SIGINT)
         deadline = time.monotonic() + GRACE
         try:
             while (time.monotonic() < deadline
