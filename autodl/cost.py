@@ -5,7 +5,7 @@ from its weights and output shapes (each kernel's multiply-adds at every output
 position). Elementwise work (activations, pooling, normalization) is left out: it is
 small beside the convolutions and dense layers that decide a trial's time. Training an
 epoch costs about three forward passes (forward, and the two products of the backward
-pass) per example, and a fixed cost per training step (:data:`STEP_FLOPS`).
+pass) per example.
 """
 
 from __future__ import annotations
@@ -23,11 +23,6 @@ if TYPE_CHECKING:
 FLOPS_PER_INPUT_VALUE = 100_000
 #: Forward-pass equivalents of one training step on one example.
 TRAINING_PASSES = 3
-#: A training step's fixed cost (running the step, the optimizer's update, the
-#: callbacks), in the FLOPs that take as long. On a CPU a step costs 3-4 ms beyond its
-#: FLOPs, the time of 0.2-0.7 GFLOPs: with FLOPs alone, an epoch at batch size 16 passed
-#: for as cheap as one at 64, and took twice as long (benchmarks/RESULTS.md).
-STEP_FLOPS = 200_000_000
 
 
 def forward_flops(model: keras.Model) -> int:
@@ -60,10 +55,9 @@ def flops_cap(input_shape: tuple[int, ...]) -> int:
     return FLOPS_PER_INPUT_VALUE * math.prod(input_shape)
 
 
-def epoch_flops(model_flops: int, examples: int, batch_size: int) -> int:
-    """Training cost of one epoch over ``examples`` examples, in FLOPs, its steps' included."""
-    return (TRAINING_PASSES * model_flops * examples
-            + STEP_FLOPS * math.ceil(examples / batch_size))
+def epoch_flops(model_flops: int, examples: int) -> int:
+    """Training FLOPs of one epoch over ``examples`` examples."""
+    return TRAINING_PASSES * model_flops * examples
 
 
 #: How far beyond a task's default cap (:func:`flops_cap`) a widened space may go before

@@ -61,9 +61,7 @@ class TrialAttr:
     LATENCY_RUNTIME = "latency_runtime"
     #: Forward-pass FLOPs of one example (:func:`autodl.cost.forward_flops`).
     FLOPS = "flops"
-    #: Training cost of one epoch in FLOPs, its steps' fixed cost included
-    #: (:func:`autodl.cost.epoch_flops`), known before it trains; the default pruner's
-    #: measure.
+    #: Training FLOPs of one epoch, known before it trains; the default pruner's measure.
     EPOCH_FLOPS = "epoch_flops"
     #: Where it trained: ``CPU`` or ``GPU:N (name)``.
     DEVICE = "device"

@@ -193,18 +193,10 @@ def prepare_model(
     if policy != "float32":
         model = float32_outputs(model)
     if not owns_compile(hypermodel):
-        compile_model(model, {"batch_size": trained_batch_size(hp), **training}, examples,
-                      epochs)
+        # A fit of the hypermodel's own picks the batch size later: see KERAS_BATCH_SIZE.
+        batch_size = hp.values.get("batch_size", KERAS_BATCH_SIZE)
+        compile_model(model, {"batch_size": batch_size, **training}, examples, epochs)
     return model, training
-
-
-def trained_batch_size(hp: OptunaHyperParameters) -> int:
-    """The batch size a trial trains at.
-
-    A fit of the hypermodel's own picks it later, unknown here: see
-    :data:`KERAS_BATCH_SIZE`.
-    """
-    return hp.values.get("batch_size", KERAS_BATCH_SIZE)
 
 
 def prebuild_training_state(model: keras.Model, data_batch: tuple[Any, Any]) -> bool:
@@ -503,17 +495,17 @@ class TrialRunner:
             monitor.pruned_at = checkpoint.epoch
         return checkpoint
 
-    def _judge_cost(self, trial: optuna.Trial, model: keras.Model, batch_size: int) -> int:
+    def _judge_cost(self, trial: optuna.Trial, model: keras.Model) -> int:
         """Record the model's cost; prune it untrained if it is beyond the cost limit.
 
         The cost is also an Optuna constraint, so the sampler learns to avoid dear
         configurations instead of suggesting them again.
 
         Returns:
-            The model's training cost per epoch, in FLOPs (see :func:`epoch_flops`).
+            The model's training FLOPs per epoch.
         """
         flops = forward_flops(model)
-        cost = epoch_flops(flops, len(self.splits.y_train), batch_size)
+        cost = epoch_flops(flops, len(self.splits.y_train))
         trial.set_user_attr(TrialAttr.FLOPS, flops)
         trial.set_user_attr(TrialAttr.EPOCH_FLOPS, cost)
         if "cost" not in trial.constraints:  # a retried trial carries its lost run's
@@ -627,7 +619,7 @@ class TrialRunner:
         trial.set_user_attr(TrialAttr.HYPERPARAMETERS, dict(hp.values))
         trial.set_user_attr(TrialAttr.PARAMS_COUNT, int(model.count_params()))
         trial.set_user_attr(TrialAttr.DEVICE, training_device())
-        cost = self._judge_cost(trial, model, trained_batch_size(hp))
+        cost = self._judge_cost(trial, model)
         deployment = self._judge_deployment(trial, model)
         splits, classes = self.splits, self.splits.num_classes
         prebuild_training_state(

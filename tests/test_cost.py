@@ -15,7 +15,7 @@ from optuna.distributions import CategoricalDistribution
 
 from autodl import registry
 from autodl.config import TRAINING_SPACE, Choice, Fixed, FloatRange, IntRange, Space
-from autodl.cost import STEP_FLOPS, epoch_flops, flops_cap, forward_flops
+from autodl.cost import flops_cap, forward_flops
 from autodl.datasets import Dataset, make_splits
 from autodl.hyperparameters import OptunaHyperParameters
 from autodl.objectives import ACCURACY
@@ -38,13 +38,6 @@ def test_forward_flops_counts_every_kernel_at_every_output_position():
     expected = 2 * (28 * 28 * 3 * 3 * 32 + 12 * 12 * (3 * 3 * 32 + 32 * 8) + 1152 * 10)
     assert forward_flops(inner) == expected
     assert forward_flops(outer) == expected
-
-
-def test_an_epoch_costs_its_steps_too_so_small_batches_are_dearer():
-    # 7,200 examples: 450 steps at batch 16, 113 at 64; a small model's FLOPs are the same.
-    small, large = epoch_flops(10**6, 7200, 16), epoch_flops(10**6, 7200, 64)
-    assert large == 3 * 10**6 * 7200 + 113 * STEP_FLOPS
-    assert small - large == (450 - 113) * STEP_FLOPS
 
 
 def _corners(specs: dict) -> list[dict]:
@@ -118,10 +111,8 @@ def test_every_trial_records_its_cost_and_a_dear_one_is_pruned_untrained(splits)
     for trial in (cheap, dear):
         assert trial.user_attrs[TrialAttr.FLOPS] == 2 * 8 * 8 * 9 * (
             trial.params["width"] + trial.params["width"] ** 2) + 2 * trial.params["width"] * 3
-        examples, batch_size = len(splits.y_train), trial.params["batch_size"]
         assert trial.user_attrs[TrialAttr.EPOCH_FLOPS] == (
-            3 * trial.user_attrs[TrialAttr.FLOPS] * examples
-            + STEP_FLOPS * math.ceil(examples / batch_size))
+            3 * trial.user_attrs[TrialAttr.FLOPS] * len(splits.y_train))
     assert cheap.state == optuna.trial.TrialState.COMPLETE
     assert cheap.constraints["cost"] <= 0
     assert dear.state == optuna.trial.TrialState.PRUNED
