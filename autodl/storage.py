@@ -59,6 +59,10 @@ class TrialAttr:
     LATENCY_MS = "latency_ms"
     #: What ran the latency's timed calls, e.g. ``litert 2.3.0, 1 thread``.
     LATENCY_RUNTIME = "latency_runtime"
+    #: The model's :func:`autodl.deployment.architecture_digest`.
+    ARCHITECTURE = "architecture"
+    #: The earlier trial of the same architecture whose size and latency it took.
+    MEASURED_ON_TRIAL = "deployment_measured_on_trial"
     #: Forward-pass FLOPs of one example (:func:`autodl.cost.forward_flops`).
     FLOPS = "flops"
     #: Training FLOPs of one epoch, known before it trains; the default pruner's measure.

@@ -21,7 +21,7 @@ from autodl.config import TRAINING_SPACE, Space, is_active
 from autodl.cost import CostLimit, epoch_flops, forward_flops
 from autodl.cost_halving import CostHalvingPruner
 from autodl.datasets import Splits
-from autodl.deployment import measure
+from autodl.deployment import Deployment, architecture_digest, measure
 from autodl.hyperparameters import OptunaHyperParameters
 from autodl.objectives import ACCURACY, LATENCY, OBJECTIVES, PARAMS, SIZE, dominates
 from autodl.optimizers import OPTIMIZERS
@@ -333,6 +333,31 @@ class _FirstEpochRungs(keras.callbacks.Callback):
         return float(np.mean(predicted == labels))
 
 
+def _measure_once_per_architecture(trial: optuna.Trial, model: keras.Model) -> Deployment:
+    """Record the model's size and latency: an earlier trial's of its architecture, if any.
+
+    Measured again, one architecture differs only by the timer's noise, which on real
+    MNIST made a worse copy of the fastest model look faster: it sat on the Pareto
+    front, and no trial counted as no dearer than it, so the pruner could not judge it.
+    """
+    digest = architecture_digest(model)
+    trial.set_user_attr(TrialAttr.ARCHITECTURE, digest)
+    for other in trial.study.get_trials(deepcopy=False):
+        attrs = other.user_attrs
+        if (other.number != trial.number and attrs.get(TrialAttr.ARCHITECTURE) == digest
+                and TrialAttr.LATENCY_MS in attrs):
+            deployment = Deployment(attrs[TrialAttr.SIZE_BYTES], attrs[TrialAttr.LATENCY_MS],
+                                    attrs[TrialAttr.LATENCY_RUNTIME])
+            trial.set_user_attr(TrialAttr.MEASURED_ON_TRIAL, other.number)
+            break
+    else:
+        deployment = measure(model)
+    trial.set_user_attr(TrialAttr.SIZE_BYTES, deployment.size_bytes)
+    trial.set_user_attr(TrialAttr.LATENCY_MS, deployment.latency_ms)
+    trial.set_user_attr(TrialAttr.LATENCY_RUNTIME, deployment.runtime)
+    return deployment
+
+
 def report_epochs(trial: optuna.Trial, history: list[dict[str, float]], first: int) -> bool:
     """Report the epochs of ``history`` from index ``first`` on, for the study's pruner.
 
@@ -542,11 +567,8 @@ class TrialRunner:
         measured: dict[str, float] = {PARAMS: model.count_params()}
         problem = self._over_limits(trial, measured)
         if not problem and {SIZE, LATENCY} & (set(self.objectives) | set(self.limits)):
-            deployment = measure(model)
+            deployment = _measure_once_per_architecture(trial, model)
             measured.update({SIZE: deployment.size_bytes, LATENCY: deployment.latency_ms})
-            trial.set_user_attr(TrialAttr.SIZE_BYTES, deployment.size_bytes)
-            trial.set_user_attr(TrialAttr.LATENCY_MS, deployment.latency_ms)
-            trial.set_user_attr(TrialAttr.LATENCY_RUNTIME, deployment.runtime)
             problem = self._over_limits(trial, measured)
         if problem:
             trial.set_user_attr(TrialAttr.STOPPED_EPOCH, 0)

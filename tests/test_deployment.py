@@ -9,9 +9,10 @@ import pytest
 from autodl import deployment
 
 
-def _model(units: int) -> keras.Model:
+def _model(units: int, dropout: float = 0.0, activation: str = "relu") -> keras.Model:
     inputs = keras.Input((8, 8, 1))
-    hidden = keras.layers.Dense(units, activation="relu")(keras.layers.Flatten()(inputs))
+    hidden = keras.layers.Dropout(dropout)(keras.layers.Flatten()(inputs))
+    hidden = keras.layers.Dense(units, activation=activation)(hidden)
     return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(hidden))
 
 
@@ -52,3 +53,10 @@ def test_the_litert_runner_resizes_to_any_batch(tmp_path, threads):
     run = deployment.litert_runner(tmp_path / "m.tflite", threads)
     assert run(np.zeros((1, 8, 8, 1), "float32")).shape == (1, 3)
     assert run(np.zeros((5, 8, 8, 1), "float32")).shape == (5, 3)
+
+
+def test_one_architecture_has_one_digest_whatever_its_weights_and_dropout():
+    digest = deployment.architecture_digest(_model(16))
+    assert deployment.architecture_digest(_model(16, dropout=0.4)) == digest
+    assert deployment.architecture_digest(_model(32)) != digest
+    assert deployment.architecture_digest(_model(16, activation="tanh")) != digest

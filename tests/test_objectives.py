@@ -86,6 +86,20 @@ def test_a_study_of_accuracy_and_latency_stores_what_optuna_reads(in_tmp, tiny_n
     assert " latency_ms " in out  # each trial's line shows its latency
 
 
+def test_trials_of_one_architecture_share_its_first_measured_latency(in_tmp, tiny_npz):
+    # The architecture fixed: the queued defaults and low end differ in dropout alone.
+    fixed = ["--set", "depth=1", "--set", "filters=16", "--set", "units=64"]
+    assert main(tune_args(f"npz:{tiny_npz}", "--study", "mo", "--objective",
+                          "accuracy,latency,size", *fixed, arch="cnn", trials=2)) == 0
+    first, second = _study(in_tmp, "mo").trials
+    assert (first.params["dropout"], second.params["dropout"]) == (0.25, 0.0)
+    assert first.user_attrs[TrialAttr.ARCHITECTURE] == second.user_attrs[TrialAttr.ARCHITECTURE]
+    assert TrialAttr.MEASURED_ON_TRIAL not in first.user_attrs
+    assert second.user_attrs[TrialAttr.MEASURED_ON_TRIAL] == 0
+    for attr in (TrialAttr.LATENCY_MS, TrialAttr.SIZE_BYTES):  # no timer noise
+        assert second.user_attrs[attr] == first.user_attrs[attr]
+
+
 def test_a_study_for_deployment_trains_the_defaults_then_the_low_end(in_tmp, tiny_npz):
     for name, options in (("mo", ["--objective", "accuracy,params"]), ("acc", [])):
         assert main(tune_args(f"npz:{tiny_npz}", "--study", name, *options, arch="cnn",
