@@ -342,19 +342,20 @@ def _measure_once_per_architecture(trial: optuna.Trial, model: keras.Model) -> D
     """
     digest = architecture_digest(model)
     trial.set_user_attr(TrialAttr.ARCHITECTURE, digest)
+    recorded = (TrialAttr.SIZE_BYTES, TrialAttr.LATENCY_MS, TrialAttr.LATENCY_RUNTIME)
     for other in trial.study.get_trials(deepcopy=False):
         attrs = other.user_attrs
+        # All three: another worker may be between recording one and the next.
         if (other.number != trial.number and attrs.get(TrialAttr.ARCHITECTURE) == digest
-                and TrialAttr.LATENCY_MS in attrs):
-            deployment = Deployment(attrs[TrialAttr.SIZE_BYTES], attrs[TrialAttr.LATENCY_MS],
-                                    attrs[TrialAttr.LATENCY_RUNTIME])
+                and all(attr in attrs for attr in recorded)):
+            deployment = Deployment(*(attrs[attr] for attr in recorded))
             trial.set_user_attr(TrialAttr.MEASURED_ON_TRIAL, other.number)
             break
     else:
         deployment = measure(model)
-    trial.set_user_attr(TrialAttr.SIZE_BYTES, deployment.size_bytes)
-    trial.set_user_attr(TrialAttr.LATENCY_MS, deployment.latency_ms)
-    trial.set_user_attr(TrialAttr.LATENCY_RUNTIME, deployment.runtime)
+    for attr, value in zip(recorded, (deployment.size_bytes, deployment.latency_ms,
+                                      deployment.runtime), strict=True):
+        trial.set_user_attr(attr, value)
     return deployment
 
 
