@@ -78,16 +78,21 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         """Whether the trial, at the epoch it just finished, falls below its rung."""
+        return self.verdict(study, trial) is not None
+
+    def verdict(self, study: optuna.Study, trial: FrozenTrial) -> str | None:
+        """Why the trial, at the epoch it just finished, is pruned; ``None`` if it goes on."""
         epoch = len(trial.user_attrs.get(self.history_attr) or [])
         costs = self._costs(trial)
         if costs is None or not 1 <= epoch < self.epochs:
-            return False
+            return None
         value = self._accuracy_at(trial, epoch)
         # Keras reports accuracy in float32: within half an example of chance is chance.
         if value <= self.chance + 0.5 / self.examples:
-            return True  # it learns nothing: no place on any front worth having
+            # It learns nothing: no place on any front worth having.
+            return "no more accurate than always answering the most common class"
         if epoch not in self.rungs:
-            return False
+            return None
         competing, best = [value], value
         for other in study.get_trials(deepcopy=False, states=_COMPARED):
             other_costs = self._costs(other)
@@ -101,12 +106,15 @@ class ParetoHalvingPruner(optuna.pruners.BasePruner):
             if all(o <= c for o, c in zip(other_costs, costs, strict=True)):
                 competing.append(accuracy)
         if value < self.chance + self.useful_share * (best - self.chance):
-            return True  # closer to chance than to the best: of use on no front
+            return "closer to chance than to the best accuracy at this epoch"
         # As in Optuna's successive halving: with fewer than reduction_factor trials at
         # a rung, only the best goes on.
         keep = max(len(competing) // self.reduction_factor, 1)
         bar = sorted(competing, reverse=True)[keep - 1]
-        return value < bar - self.noise_margin * self._standard_error(value, bar)
+        if value < bar - self.noise_margin * self._standard_error(value, bar):
+            return (f"behind the top {keep} of the {len(competing)} trials no dearer than it "
+                    "(itself included)")
+        return None
 
     def _standard_error(self, a: float, b: float) -> float:
         """The standard error of the difference of two accuracies (binomial, independent)."""

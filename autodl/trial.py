@@ -25,6 +25,7 @@ from autodl.deployment import Deployment, architecture_digest, measure
 from autodl.hyperparameters import OptunaHyperParameters
 from autodl.objectives import ACCURACY, LATENCY, OBJECTIVES, PARAMS, SIZE, dominates
 from autodl.optimizers import OPTIMIZERS
+from autodl.pareto_halving import ParetoHalvingPruner
 from autodl.pipeline import InputPipeline
 from autodl.plugin import overrides_fit, owns_compile
 from autodl.runtime import process_identity, training_device
@@ -364,7 +365,8 @@ def report_epochs(trial: optuna.Trial, history: list[dict[str, float]], first: i
 
     Optuna's pruning takes one objective: a multi-objective trial cannot report (Optuna
     raises), so its history is recorded as it grows, and the study's pruner
-    (:class:`autodl.pareto_halving.ParetoHalvingPruner`) reads it there.
+    (:class:`autodl.pareto_halving.ParetoHalvingPruner`) reads it there, and its
+    verdict is recorded as the trial's ``pruned_because``.
 
     Returns:
         Whether the pruner stops the trial now.
@@ -376,7 +378,13 @@ def report_epochs(trial: optuna.Trial, history: list[dict[str, float]], first: i
         return trial.should_prune()
     trial.set_user_attr(TrialAttr.HISTORY, history)
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return study.pruner.prune(study, next(t for t in running if t.number == trial.number))
+    frozen = next(t for t in running if t.number == trial.number)
+    if not isinstance(study.pruner, ParetoHalvingPruner):
+        return study.pruner.prune(study, frozen)
+    why = study.pruner.verdict(study, frozen)
+    if why is not None:
+        trial.set_user_attr(TrialAttr.PRUNED_BECAUSE, f"pruned at epoch {len(history)}: {why}")
+    return why is not None
 
 
 def is_new_best(study: optuna.Study, values: list[float]) -> bool:

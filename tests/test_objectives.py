@@ -125,6 +125,8 @@ def test_pruning_happens_in_a_multi_objective_study(in_tmp, tiny_npz):
     for trial in pruned:  # each learned nothing, or trailed a trial of no more parameters
         epochs = trial.user_attrs[TrialAttr.STOPPED_EPOCH]
         assert epochs in (1, 2)  # the one rung of 3 epochs; at chance, any epoch but the last
+        # The summary says which rule stopped it.
+        assert trial.user_attrs[TrialAttr.PRUNED_BECAUSE].startswith(f"pruned at epoch {epochs}: ")
         accuracy = max(r["val_accuracy"] for r in trial.user_attrs[TrialAttr.HISTORY])
         params = trial.user_attrs[TrialAttr.PARAMS_COUNT]
         assert accuracy <= chance or any(

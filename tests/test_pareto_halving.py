@@ -36,14 +36,21 @@ def _study(*others: tuple[float, list[float], TrialState],
     return study
 
 
-def _pruned(study: optuna.Study, latency: float | None, *accuracies: float) -> bool:
-    """Whether a running trial of this latency is pruned after these epochs."""
+def _verdict(study: optuna.Study, latency: float | None, *accuracies: float) -> str | None:
+    """Why a running trial of this latency is pruned after these epochs, if it is."""
     attrs = {TrialAttr.HISTORY: _history(*accuracies)}
     if latency is not None:
         attrs[TrialAttr.LATENCY_MS] = latency
     study.add_trial(create_trial(state=TrialState.RUNNING, user_attrs=attrs))
     trial = study.get_trials(deepcopy=False)[-1]
-    return study.pruner.prune(study, trial)
+    verdict = study.pruner.verdict(study, trial)
+    assert study.pruner.prune(study, trial) == (verdict is not None)
+    return verdict
+
+
+def _pruned(study: optuna.Study, latency: float | None, *accuracies: float) -> bool:
+    """Whether a running trial of this latency is pruned after these epochs."""
+    return _verdict(study, latency, *accuracies) is not None
 
 
 DONE = TrialState.COMPLETE
@@ -146,3 +153,14 @@ def test_a_trial_that_learns_nothing_is_pruned_however_cheap():
     assert not _pruned(_study(dear, examples=800), 1.0, 0.12, 0.12)  # slow, but learning
     assert _pruned(_study(dear, examples=800), 1.0, *[0.10] * 4)  # any epoch, rung or not
     assert not _pruned(_study(dear, examples=800), 1.0, *[0.10] * 9)  # but the last
+
+
+def test_the_verdict_names_the_rule_that_pruned():
+    done = [(1.0, [0.90, 0.95], DONE), (1.5, [0.91], DONE), (3.0, [0.95], DONE)]
+    assert _verdict(_study(*done), 2.0, 0.10) == (
+        "no more accurate than always answering the most common class")
+    assert _verdict(_study(*done), 2.0, 0.40) == (
+        "closer to chance than to the best accuracy at this epoch")
+    assert _verdict(_study(*done), 2.0, 0.80) == (
+        "behind the top 1 of the 3 trials no dearer than it (itself included)")
+    assert _verdict(_study(*done), 2.0, 0.92) is None
