@@ -17,7 +17,13 @@ from typing import ClassVar, NoReturn
 
 from autodl import __version__
 from autodl._imports import native_stderr_hidden
-from autodl.config import DEFAULT_STORAGE, TRIALS_PER_WORKER, TuneConfig, describe_training
+from autodl.config import (
+    DEFAULT_STORAGE,
+    DEFAULT_TRIALS,
+    TRIALS_PER_WORKER,
+    TuneConfig,
+    describe_training,
+)
 from autodl.datasets import DATASETS
 from autodl.errors import AutodlError
 from autodl.objectives import ACCURACY, OBJECTIVES
@@ -121,7 +127,8 @@ def _print_summary(summary) -> None:
     counts = summary.counts
     finished = counts["COMPLETE"] + counts["PRUNED"]
     print()
-    print(f"{finished} of {summary.requested} trials finished: {counts['COMPLETE']} complete, "
+    of = "" if summary.requested is None else f" of {summary.requested}"
+    print(f"{finished}{of} trials finished: {counts['COMPLETE']} complete, "
           f"{counts['PRUNED']} pruned ({counts['FAIL']} failed)")
     if summary.stop_reason:
         print(f"Stopped early: {summary.stop_reason}")
@@ -192,7 +199,8 @@ class Tune(Command):
                             "or path/to/model.py[:NAME]")
         parser.add_argument("--dataset", help=f"one of {', '.join(DATASETS)} (default: digits)")
         parser.add_argument("--trials", type=int, help="finished trials the study should hold "
-                            "(default: 20)")
+                            f"(default: {DEFAULT_TRIALS}; with --budget, as many as it "
+                            "allows)")
         parser.add_argument("--epochs", type=int, help="most epochs per trial (default: 20)")
         parser.add_argument("--patience", type=int,
                             help="early-stopping patience in epochs (default: 3)")
@@ -224,7 +232,8 @@ class Tune(Command):
         parser.add_argument("--budget", metavar="DURATION",
                             help="time for the whole run, e.g. 90s, 10m or 1h30m: no trial "
                             "starts after it, and a running trial ends with its best epoch "
-                            "rather than overrun it")
+                            "rather than overrun it; without --trials, trials go on until it "
+                            "ends")
         parser.add_argument("--val-split", dest="val_split", type=float,
                             help="validation fraction of the training data (default: 0.1)")
         parser.add_argument("--test-split", dest="test_split", type=float,

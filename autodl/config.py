@@ -478,6 +478,9 @@ def parse_size(text: str, option: str) -> int:
     return int(size)
 
 
+#: Finished trials a study holds when neither ``--trials`` nor ``--budget`` says.
+DEFAULT_TRIALS = 20
+
 #: Trials a worker process runs before a fresh one replaces it: starting one costs about
 #: 10 s on a 2-core machine, and each trial leaves about 8 MiB behind in it
 #: (benchmarks/RESULTS.md, "Supervised workers").
@@ -498,7 +501,7 @@ class TuneConfig:
 
     arch: str
     dataset: str = "digits"
-    trials: int = 20
+    trials: int | None = None  # see trial_limit
     epochs: int = 20
     patience: int = 3
     # Not hyperband: Optuna's TPE then learns only from the trial's own bracket, so on a
@@ -568,6 +571,17 @@ class TuneConfig:
         return "sha" if len(self.objectives) == 1 else "pareto"
 
     @property
+    def trial_limit(self) -> int | None:
+        """Finished trials the study should hold: ``--trials``, else :data:`DEFAULT_TRIALS`.
+
+        ``None`` (no limit) with a ``--budget`` and no ``--trials``: a user who gives the
+        run ten minutes wants the best model ten minutes allow, not 20 trials' worth.
+        """
+        if self.trials is not None:
+            return self.trials
+        return None if self.budget is not None else DEFAULT_TRIALS
+
+    @property
     def budget_seconds(self) -> float | None:
         """``--budget`` in seconds (``None``: no budget)."""
         return None if self.budget is None else parse_duration(self.budget, "--budget")
@@ -599,7 +613,7 @@ class TuneConfig:
             AutodlError: Naming the first bad option and what it accepts.
         """
         for name in ("trials", "epochs"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise AutodlError(f"--{name} must be at least 1, got {getattr(self, name)}")
         for name in ("patience", "trials_per_worker", "heartbeat"):
             if getattr(self, name) < 1:

@@ -91,7 +91,7 @@ class ProgressPrinter:
         self.live = status if _is_terminal(status) else None
         self.clock = clock
         self.start = clock()
-        self.requested = 0
+        self.requested: int | None = 0  # None: until the time budget ends
         self.finished = 0  # complete or pruned, in the study
         self.finished_before = 0
         self.counts = {"PRUNED": 0, "FAIL": 0}  # this run's
@@ -106,15 +106,18 @@ class ProgressPrinter:
         self._clear()
 
     def started(self, study_name: str, storage_url: str, data: str, finished: int,
-                requested: int) -> None:
+                requested: int | None) -> None:
         """Announce the study and its data."""
         self.start = self.clock()
         self.finished = self.finished_before = finished
         self.requested = requested
-        todo = max(requested - finished, 0)
-        action = f"running {todo} more" if todo else "nothing left to run"
-        print(f"Study {study_name} ({storage_url}): {finished} of {requested} trials finished, "
-              f"{action}", file=self.out)
+        if requested is None:
+            done, action = f"{finished} trials finished", "running more until the budget ends"
+        else:
+            todo = max(requested - finished, 0)
+            done = f"{finished} of {requested} trials finished"
+            action = f"running {todo} more" if todo else "nothing left to run"
+        print(f"Study {study_name} ({storage_url}): {done}, {action}", file=self.out)
         print(f"Data: {data}", file=self.out, flush=True)
         self._draw()
 
@@ -158,16 +161,19 @@ class ProgressPrinter:
 
     def status(self) -> str:
         """The status line's text, e.g. ``[####----] 12/50  pruned 5 ... trial 13 epoch 4/20``."""
-        total = max(self.requested, 1)
-        filled = min(BAR_WIDTH * self.finished // total, BAR_WIDTH)
         best = "-" if self.best is None else f"{self.best:.4f}"
         elapsed = self.clock() - self.start
-        parts = [f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] "
-                 f"{self.finished}/{self.requested}",
-                 f"pruned {self.counts['PRUNED']}", f"failed {self.counts['FAIL']}",
-                 f"best {best}"]
+        if self.requested is None:  # no count to fill a bar: the budget ends the run
+            parts, left = [f"{self.finished} finished"], 0
+        else:
+            filled = min(BAR_WIDTH * self.finished // max(self.requested, 1), BAR_WIDTH)
+            parts = [f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] "
+                     f"{self.finished}/{self.requested}"]
+            left = self.requested - self.finished
+        parts += [f"pruned {self.counts['PRUNED']}", f"failed {self.counts['FAIL']}",
+                  f"best {best}"]
         timing = f"{_clock(elapsed)} elapsed"
-        done_here, left = self.finished - self.finished_before, self.requested - self.finished
+        done_here = self.finished - self.finished_before
         if done_here and left > 0:  # wall time per finished trial: it counts the failed too
             timing += f", ~{_clock(elapsed / done_here * left)} left"
         parts.append(timing)

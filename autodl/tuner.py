@@ -8,6 +8,7 @@ The orchestrator holds no layer code: models come from plugins through the regis
 from __future__ import annotations
 
 import gc
+import math
 import re
 import tempfile
 import time
@@ -107,7 +108,8 @@ class TuneSummary:
     study_name: str
     storage: str
     artifact_dir: str
-    requested: int
+    #: Finished trials the run was to reach; ``None``: as many as the budget allowed.
+    requested: int | None
     counts: dict[str, int]
     best: TrialResult | None = None
     test_accuracy: float | None = None
@@ -124,8 +126,11 @@ class TuneListener(EpochListener, Protocol):
     """What the caller (the CLI) is told while a study runs."""
 
     def started(self, study_name: str, storage_url: str, data: str, finished: int,
-                requested: int) -> None:
-        """The study is open; ``finished`` trials of ``requested`` already exist."""
+                requested: int | None) -> None:
+        """The study is open; ``finished`` trials of ``requested`` already exist.
+
+        ``requested`` is ``None`` where the run goes on until its time budget ends.
+        """
 
     def trial_started(self, trial_number: int) -> None:
         """A trial started."""
@@ -162,7 +167,8 @@ class _RunMonitor:
     """
 
     def __init__(self, study: optuna.Study, study_storage: optuna.storages.BaseStorage,
-                 listener: TuneListener, lost_trials: LostTrials, requested: int) -> None:
+                 listener: TuneListener, lost_trials: LostTrials,
+                 requested: int | None) -> None:
         self.study = study
         self.requested = requested
         self.storage = study_storage
@@ -198,7 +204,9 @@ class _RunMonitor:
     def stop_reason(self) -> str | None:
         return self.streak.reason
 
-    def trials_to_start(self) -> int:
+    def trials_to_start(self) -> float:
+        if self.requested is None:  # until the budget ends
+            return math.inf
         return self.requested - storage.counted_trials(self.study.get_trials(deepcopy=False))
 
 
@@ -411,7 +419,8 @@ def run_trials(
                 optuna.storages.fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False)
                 # Complete first: a worker due for replacement at the study's end is not.
-                if (storage.counted_trials(trials) >= config.trials
+                if (config.trial_limit is not None
+                        and storage.counted_trials(trials) >= config.trial_limit
                         or (spent and spent())):
                     break
                 study.sampler = make_sampler(config, len(trials))
@@ -515,14 +524,15 @@ def tune(config: TuneConfig, listener: TuneListener,
     finally:
         lock.close()
     finished = storage.finished_trials(study)
-    listener.started(study.study_name, config.storage, splits.describe(), finished, config.trials)
+    limit = config.trial_limit
+    listener.started(study.study_name, config.storage, splits.describe(), finished, limit)
     for trial in found_lost:
         listener.trial_finished(finished_results(study, trial)[0], None)
     if config.seed is not None:
         np.random.seed(config.seed)
     stop_reason, interrupted = None, False
-    monitor = _RunMonitor(study, study_storage, listener, lost_trials, config.trials)
-    if finished < config.trials:
+    monitor = _RunMonitor(study, study_storage, listener, lost_trials, limit)
+    if limit is None or finished < limit:
         try:
             if config.workers:
                 stop_reason = (workers or Workers(config)).run(monitor, started_at)
@@ -543,7 +553,7 @@ def tune(config: TuneConfig, listener: TuneListener,
         study_name=study.study_name,
         storage=config.storage,
         artifact_dir=str(store.directory),
-        requested=config.trials,
+        requested=limit,
         counts=counts,
         stop_reason="interrupted" if interrupted else stop_reason,
         interrupted=interrupted,

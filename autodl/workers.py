@@ -89,8 +89,8 @@ class Supervision(Protocol):
     def stop_reason(self) -> str | None:
         """Why no more trials should start (e.g. a streak of failures), if so."""
 
-    def trials_to_start(self) -> int:
-        """How many more trials the study needs started."""
+    def trials_to_start(self) -> float:
+        """How many more trials the study needs started (``math.inf``: until the budget)."""
 
 
 class Quota:

@@ -16,6 +16,8 @@ and that model's test accuracy is known.
   same command with one lever turned back: ``--pruner sha-epochs`` (Optuna's successive
   halving, rungs in epochs), ``--set kernel_size=[3,5]`` (5x5 kernels searched too), or
   the training space before 2026-12-04 (learning rates 1e-5..1e-1, Adagrad too).
+* ``autodl-budget-5m``: a user with five minutes, ``--budget 5m`` and no ``--trials``: as
+  many trials as the budget allows (not the bar's defaults).
 * ``kt-hyperband``: KerasTuner ``Hyperband(objective="val_accuracy", max_epochs=E,
   factor=3, seed=S)`` over the KerasTuner tutorial's CNN space (below), searched with the
   tutorial's ``EarlyStopping(monitor="val_loss", patience=5)``; it runs as many trials as
@@ -79,6 +81,8 @@ AUTODL_COLUMNS = {
     # the training space before 2026-12-04: learning rates 1e-5..1e-1, Adagrad too
     "autodl-wide-training": ["--set", "learning_rate={low=1e-5, high=1e-1, log=true}",
                              "--set", "optimizer=[adam,sgd,rmsprop,adagrad]"],
+    # a user with five minutes: no --trials, as many trials as the budget allows
+    "autodl-budget-5m": ["--budget", "5m"],
 }
 COLUMNS = (*AUTODL_COLUMNS, "kt-hyperband", "kt-random", "optuna-tpe-hyperband")
 BASELINE = "kt-hyperband"
@@ -226,9 +230,11 @@ def run_autodl(args: argparse.Namespace, seed: int, t0: float, options: list[str
     program = _common.autodl_program()
     with tempfile.TemporaryDirectory() as folder:
         storage = f"sqlite:///{folder}/s.db"
-        command = [*program, "tune", "--arch", "cnn", "--dataset", args.dataset,
-                   "--trials", str(args.trials), "--epochs", str(args.epochs),
-                   "--seed", str(seed), "--storage", storage, *options]
+        # With a budget, the budget and not --trials ends the run.
+        trials = [] if "--budget" in options else ["--trials", str(args.trials)]
+        command = [*program, "tune", "--arch", "cnn", "--dataset", args.dataset, *trials,
+                   "--epochs", str(args.epochs), "--seed", str(seed), "--storage", storage,
+                   *options]
         if args.max_samples:
             command += ["--max-samples", str(args.max_samples)]
         done = subprocess.run(command, capture_output=True, text=True, cwd=folder)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,7 @@ import optuna
 import pytest
 from conftest import REPO, children_of, ctrl_c_reaches_it, make_images, tune_args
 
-from autodl import cli
+from autodl import cli, config
 from autodl.cli import build_parser, main
 from autodl.config import DEFAULT_STORAGE
 from autodl.objectives import OBJECTIVES
@@ -413,9 +414,23 @@ def test_bad_budget_is_one_line_and_writes_nothing(budget, message, in_tmp, caps
 
 
 def test_budget_ends_the_study_with_its_best_model(in_tmp, tiny_npz, capsys):
-    code = run_main(["tune", "--arch", "mlp", "--dataset", f"npz:{tiny_npz}", "--trials", "500",
-                     "--epochs", "2", "--seed", "1", "--budget", "20s"])
+    # No --trials: with a budget the trials go on until it ends (in the worker, too).
+    code = run_main(["tune", "--arch", "mlp", "--dataset", f"npz:{tiny_npz}", "--epochs", "2",
+                     "--seed", "1", "--budget", "20s"])
     out = capsys.readouterr().out
     assert code == 0
+    assert "running more until the budget ends" in out
+    assert re.search(r"^\d+ trials finished: ", out, re.M)
     assert "Stopped early: the time budget (20s) ran out" in out
     assert "test accuracy" in out
+
+
+def test_a_budget_without_trials_goes_on_past_the_default_count(in_tmp, tiny_npz, capsys,
+                                                                 monkeypatch):
+    monkeypatch.setattr(config, "DEFAULT_TRIALS", 2)  # seen by the trials: --workers 0
+    code = run_main(["tune", "--arch", "mlp", "--dataset", f"npz:{tiny_npz}", "--epochs", "1",
+                     "--seed", "1", "--budget", "10s", "--workers", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert int(re.search(r"^(\d+) trials finished: ", out, re.M).group(1)) > 2
+    assert "Stopped early: the time budget (10s) ran out" in out

@@ -319,14 +319,20 @@ def write(path: Path, text: str) -> str:
 def test_load_config_defaults():
     config = load_config({"arch": "mlp"})
     assert config == TuneConfig(arch="mlp")
-    assert config.dataset == "digits" and config.trials == 20 and config.storage == DEFAULT_STORAGE
+    assert config.dataset == "digits" and config.trial_limit == 20
+    assert config.storage == DEFAULT_STORAGE
     assert config.space == Space()
     assert config.study_name == "mlp-digits"
 
 
 def test_load_config_none_means_not_given():
     config = load_config({"arch": "mlp", "trials": None, "dataset": None, "seed": None})
-    assert config.trials == 20 and config.dataset == "digits" and config.seed is None
+    assert config.trial_limit == 20 and config.dataset == "digits" and config.seed is None
+
+
+def test_a_budget_without_trials_runs_trials_until_it_ends():
+    assert load_config({"arch": "mlp", "budget": "10m"}).trial_limit is None
+    assert load_config({"arch": "mlp", "budget": "10m", "trials": 5}).trial_limit == 5
 
 
 def test_load_config_reads_tune_and_space_tables(tmp_path):

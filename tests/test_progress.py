@@ -100,6 +100,18 @@ def test_terminal_shows_bar_counts_best_times_and_the_running_epoch(terminal):
     assert "\x1b" not in out.getvalue()
 
 
+def test_a_run_until_the_budget_shows_counts_without_a_bar():
+    clock, out = Clock(), io.StringIO()
+    printer = ProgressPrinter(epochs=5, out=out, status=io.StringIO(), clock=clock)
+    printer.started("s", "sqlite:///x.db", "digits", finished=2, requested=None)
+    clock.now += 30
+    printer.trial_finished(result(3), result(3))
+    assert out.getvalue().splitlines()[0] == (
+        "Study s (sqlite:///x.db): 2 trials finished, running more until the budget ends")
+    # No total, so no bar and no time left: the budget, not a count, ends the run.
+    assert printer.status() == "3 finished  pruned 0  failed 0  best 0.9000  00:30 elapsed"
+
+
 def test_status_line_fits_a_narrow_terminal(terminal):
     stream, shown = terminal
     fcntl.ioctl(stream.fileno(), termios.TIOCSWINSZ, struct.pack("HHHH", 24, 40, 0, 0))
