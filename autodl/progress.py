@@ -92,6 +92,7 @@ class ProgressPrinter:
         self.clock = clock
         self.start = clock()
         self.requested: int | None = 0  # None: until the time budget ends
+        self.budget_end: float | None = None  # on self.clock
         self.finished = 0  # complete or pruned, in the study
         self.finished_before = 0
         self.counts = {"PRUNED": 0, "FAIL": 0}  # this run's
@@ -106,11 +107,12 @@ class ProgressPrinter:
         self._clear()
 
     def started(self, study_name: str, storage_url: str, data: str, finished: int,
-                requested: int | None) -> None:
+                requested: int | None, budget_left: float | None = None) -> None:
         """Announce the study and its data."""
         self.start = self.clock()
         self.finished = self.finished_before = finished
         self.requested = requested
+        self.budget_end = None if budget_left is None else self.start + budget_left
         if requested is None:
             done, action = f"{finished} trials finished", "running more until the budget ends"
         else:
@@ -173,9 +175,13 @@ class ProgressPrinter:
         parts += [f"pruned {self.counts['PRUNED']}", f"failed {self.counts['FAIL']}",
                   f"best {best}"]
         timing = f"{_clock(elapsed)} elapsed"
-        done_here = self.finished - self.finished_before
+        done_here, estimates = self.finished - self.finished_before, []
         if done_here and left > 0:  # wall time per finished trial: it counts the failed too
-            timing += f", ~{_clock(elapsed / done_here * left)} left"
+            estimates.append(elapsed / done_here * left)
+        if self.budget_end is not None:  # the budget may end the run first
+            estimates.append(max(self.budget_end - self.clock(), 0))
+        if estimates:
+            timing += f", ~{_clock(min(estimates))} left"
         parts.append(timing)
         parts += [f"trial {number} epoch {epoch}/{self.epochs}"
                   for number, epoch in sorted(self.running.items())]

@@ -126,10 +126,11 @@ class TuneListener(EpochListener, Protocol):
     """What the caller (the CLI) is told while a study runs."""
 
     def started(self, study_name: str, storage_url: str, data: str, finished: int,
-                requested: int | None) -> None:
+                requested: int | None, budget_left: float | None = None) -> None:
         """The study is open; ``finished`` trials of ``requested`` already exist.
 
-        ``requested`` is ``None`` where the run goes on until its time budget ends.
+        ``requested`` is ``None`` where the run goes on until its time budget ends;
+        ``budget_left`` is the seconds left of ``--budget``, if there is one.
         """
 
     def trial_started(self, trial_number: int) -> None:
@@ -410,6 +411,7 @@ def run_trials(
         listener.trial_started(trial.number)
         return runner(trial)
 
+    limit = config.trial_limit  # None: until the budget ends
     freeze_long_lived_objects()
     try:
         while deadline is None or time.monotonic() < deadline:
@@ -419,8 +421,7 @@ def run_trials(
                 optuna.storages.fail_stale_trials(study)
                 trials = study.get_trials(deepcopy=False)
                 # Complete first: a worker due for replacement at the study's end is not.
-                if (config.trial_limit is not None
-                        and storage.counted_trials(trials) >= config.trial_limit
+                if ((limit is not None and storage.counted_trials(trials) >= limit)
                         or (spent and spent())):
                     break
                 study.sampler = make_sampler(config, len(trials))
@@ -477,7 +478,9 @@ def work(config: TuneConfig, listener: TuneListener, spent: Callable[[], bool],
 
 def tune(config: TuneConfig, listener: TuneListener,
          workers: Workers | None = None) -> TuneSummary:
-    """Run (or continue) the study until it holds ``config.trials`` finished trials.
+    """Run (or continue) the study until it holds enough finished trials or time is up.
+
+    Enough is :attr:`TuneConfig.trial_limit`; time is ``--budget`` or ``--timeout``.
 
     Args:
         config: The validated configuration.
@@ -525,7 +528,9 @@ def tune(config: TuneConfig, listener: TuneListener,
         lock.close()
     finished = storage.finished_trials(study)
     limit = config.trial_limit
-    listener.started(study.study_name, config.storage, splits.describe(), finished, limit)
+    budget = config.budget_seconds
+    listener.started(study.study_name, config.storage, splits.describe(), finished, limit,
+                     None if budget is None else started + budget - time.monotonic())
     for trial in found_lost:
         listener.trial_finished(finished_results(study, trial)[0], None)
     if config.seed is not None:

@@ -103,13 +103,25 @@ def test_terminal_shows_bar_counts_best_times_and_the_running_epoch(terminal):
 def test_a_run_until_the_budget_shows_counts_without_a_bar():
     clock, out = Clock(), io.StringIO()
     printer = ProgressPrinter(epochs=5, out=out, status=io.StringIO(), clock=clock)
-    printer.started("s", "sqlite:///x.db", "digits", finished=2, requested=None)
+    printer.started("s", "sqlite:///x.db", "digits", finished=2, requested=None,
+                    budget_left=300)
     clock.now += 30
     printer.trial_finished(result(3), result(3))
     assert out.getvalue().splitlines()[0] == (
         "Study s (sqlite:///x.db): 2 trials finished, running more until the budget ends")
-    # No total, so no bar and no time left: the budget, not a count, ends the run.
-    assert printer.status() == "3 finished  pruned 0  failed 0  best 0.9000  00:30 elapsed"
+    # No total, so no bar: the budget, not a count, ends the run, and says what is left.
+    assert printer.status() == ("3 finished  pruned 0  failed 0  best 0.9000  "
+                                "00:30 elapsed, ~04:30 left")
+
+
+def test_the_time_left_is_the_budgets_when_it_ends_the_run_first():
+    clock = Clock()
+    printer = ProgressPrinter(epochs=5, out=io.StringIO(), status=io.StringIO(), clock=clock)
+    printer.started("s", "sqlite:///x.db", "digits", finished=0, requested=10, budget_left=60)
+    clock.now += 30
+    printer.trial_finished(result(1), result(1))
+    # Nine more trials at 30 s each would take 04:30; the budget ends in 00:30.
+    assert printer.status().endswith("00:30 elapsed, ~00:30 left")
 
 
 def test_status_line_fits_a_narrow_terminal(terminal):
