@@ -131,7 +131,9 @@ def _print_summary(summary) -> None:
     print(f"{finished}{of} trials finished: {counts['COMPLETE']} complete, "
           f"{counts['PRUNED']} pruned ({counts['FAIL']} failed)")
     if summary.stop_reason:
-        print(f"Stopped early: {summary.stop_reason}")
+        # With no count asked for, the run stops when the budget ends: not early.
+        stopped = "Stopped" if summary.requested is None else "Stopped early"
+        print(f"{stopped}: {summary.stop_reason}")
     if summary.best is None:
         print("No trial completed, so there is no best model yet.")
     elif len(summary.objectives) > 1:

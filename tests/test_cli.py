@@ -20,6 +20,7 @@ from autodl.config import DEFAULT_STORAGE
 from autodl.objectives import OBJECTIVES
 from autodl.pruners import PRUNERS
 from autodl.samplers import SAMPLERS
+from autodl.tuner import TuneSummary
 
 STORAGE = "sqlite:///studies/autodl.db"
 
@@ -421,8 +422,24 @@ def test_budget_ends_the_study_with_its_best_model(in_tmp, tiny_npz, capsys):
     assert code == 0
     assert "running more until the budget ends" in out
     assert re.search(r"^\d+ trials finished: ", out, re.M)
-    assert "Stopped early: the time budget (20s) ran out" in out
+    assert "\nStopped: the time budget (20s) ran out" in out
     assert "test accuracy" in out
+
+
+@pytest.mark.parametrize(("requested", "line"), [
+    (30, "Stopped early: the time budget (1m) ran out"),  # before the 30 trials
+    (None, "Stopped: the time budget (1m) ran out"),  # the budget was the run's end
+])
+def test_a_budget_stops_a_run_early_only_where_trials_were_asked_for(requested, line,
+                                                                     capsys):
+    cli._print_summary(TuneSummary(
+        study_name="s", storage="sqlite:///s.db", artifact_dir="artifacts",
+        requested=requested, counts={"COMPLETE": 0, "PRUNED": 4, "FAIL": 0},
+        stop_reason="the time budget (1m) ran out"))
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == ("4 trials finished: 0 complete, 4 pruned (0 failed)" if requested is None
+                      else "4 of 30 trials finished: 0 complete, 4 pruned (0 failed)")
+    assert out[2] == line
 
 
 def test_a_budget_without_trials_goes_on_past_the_default_count(in_tmp, tiny_npz, capsys,
@@ -433,4 +450,4 @@ def test_a_budget_without_trials_goes_on_past_the_default_count(in_tmp, tiny_npz
     out = capsys.readouterr().out
     assert code == 0
     assert int(re.search(r"^(\d+) trials finished: ", out, re.M).group(1)) > 2
-    assert "Stopped early: the time budget (10s) ran out" in out
+    assert "\nStopped: the time budget (10s) ran out" in out
