@@ -55,7 +55,12 @@ def trial_line(result: TrialResult, best: TrialResult | None) -> str:
     costs = "".join(f"{metric} {'-' if cost is None else format_value(cost)}  "
                     for metric, cost in result.costs.items())
     seconds = f"{result.seconds:6.1f}s" if result.seconds is not None else "      -"
-    detail = result.reason if result.state != "COMPLETE" else format_params(result.hyperparameters)
+    if result.state != "COMPLETE":
+        detail = result.reason
+    else:  # a completed trial's reason says why it trained fewer epochs than it might
+        detail = format_params(result.hyperparameters)
+        if result.reason:
+            detail = f"({result.reason}) {detail}"
     return (f"trial {result.number:4d} {result.state:<8} val_acc {value}{mark} {costs}"
             f"epochs {result.epochs:3d} {seconds}  {detail}")
 

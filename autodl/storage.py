@@ -79,6 +79,8 @@ class TrialAttr:
     STOPPED_EPOCH = "stopped_epoch"
     #: The epoch of the best validation accuracy (a completed trial's value).
     BEST_EPOCH = "best_epoch"
+    #: On a completed trial the time budget stopped before its last epoch: ``True``.
+    STOPPED_BY_BUDGET = "stopped_by_budget"
     #: Why a trial was pruned before training (e.g. too costly), in words.
     PRUNED_BECAUSE = "pruned_because"
     #: Why a failed trial failed, in words.

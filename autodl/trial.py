@@ -249,6 +249,7 @@ class _TrialMonitor(keras.callbacks.Callback):
         self.history: list[dict[str, float]] = []
         self.failure: str | None = None
         self.pruned_at: int | None = None
+        self.stopped_by_budget = False
         self._epoch_start = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -275,8 +276,10 @@ class _TrialMonitor(keras.callbacks.Callback):
         if report_epochs(self.trial, self.history, len(self.history) - 1):
             self.pruned_at = epoch + 1
             self.model.stop_training = True
-        elif self.deadline is not None and time.monotonic() + record["seconds"] > self.deadline:
+        elif (self.deadline is not None and epoch + 1 < self.params.get("epochs", 0)
+              and time.monotonic() + record["seconds"] > self.deadline):
             self.model.stop_training = True  # another epoch would overrun the time budget
+            self.stopped_by_budget = True
 
 
 class _FirstEpochRungs(keras.callbacks.Callback):
@@ -708,6 +711,8 @@ class TrialRunner:
                 "the hypermodel's fit trained no epoch that autodl saw: pass its callbacks "
                 "on to model.fit", kind=FailKind.NO_EPOCHS,
             )
+        if monitor.stopped_by_budget:
+            trial.set_user_attr(TrialAttr.STOPPED_BY_BUDGET, True)
         scores = [record[MONITOR] for record in monitor.history]
         value = max(scores)
         trial.set_user_attr(TrialAttr.BEST_EPOCH, scores.index(value) + 1)

@@ -73,6 +73,8 @@ class TrialResult:
         if trial.state == TrialState.PRUNED:
             reason = attrs.get(TrialAttr.PRUNED_BECAUSE) or (
                 f"pruned at epoch {attrs.get(TrialAttr.STOPPED_EPOCH, '?')}")
+        if trial.state == TrialState.COMPLETE and attrs.get(TrialAttr.STOPPED_BY_BUDGET):
+            reason = "stopped by the time budget"
         # A lost trial recorded no count: its reported (or recorded) epochs tell.
         reported = max(trial.intermediate_values, default=len(attrs.get(TrialAttr.HISTORY, [])))
         return cls(

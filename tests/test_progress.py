@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import io
 import os
@@ -15,7 +16,7 @@ import threading
 import pytest
 from conftest import tune_args
 
-from autodl.progress import ProgressPrinter
+from autodl.progress import ProgressPrinter, trial_line
 from autodl.tuner import TrialResult
 
 
@@ -122,6 +123,13 @@ def test_the_time_left_is_the_budgets_when_it_ends_the_run_first():
     printer.trial_finished(result(1), result(1))
     # Nine more trials at 30 s each would take 04:30; the budget ends in 00:30.
     assert printer.status().endswith("00:30 elapsed, ~00:30 left")
+
+
+def test_a_completed_trial_line_says_why_it_stopped_short():
+    stopped = dataclasses.replace(result(7), reason="stopped by the time budget")
+    assert trial_line(stopped, None).endswith(
+        "epochs   2    1.5s  (stopped by the time budget) learning_rate=0.001")
+    assert trial_line(result(7), None).endswith("epochs   2    1.5s  learning_rate=0.001")
 
 
 def test_status_line_fits_a_narrow_terminal(terminal):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import keras
 import keras_tuner
 import numpy as np
@@ -19,6 +21,7 @@ from autodl.trial import (
     prebuild_training_state,
     uses_one_hot_labels,
 )
+from autodl.tuner import TrialResult
 
 
 class Silent:
@@ -98,6 +101,20 @@ def test_runner_records_history_and_saves_only_new_bests(splits):
     assert len(first.user_attrs["history"]) == first.user_attrs["stopped_epoch"] == 3
     assert first.user_attrs["hyperparameters"]["explode"] is False
     assert 1 <= first.user_attrs["best_epoch"] <= 3
+
+
+def test_a_trial_the_budget_stops_completes_with_its_epochs_and_says_so(splits):
+    adam = {"explode": False, "optimizer": "adam", "learning_rate": 0.01}
+    # The budget's end has passed: the trial keeps its first epoch, not the other two.
+    study, saved, _ = run(Explosive(), splits, [adam], deadline=time.monotonic())
+    (trial,) = study.trials
+    assert trial.state.name == "COMPLETE" and trial.user_attrs["stopped_epoch"] == 1
+    assert trial.user_attrs["stopped_by_budget"] is True
+    assert TrialResult.from_frozen(trial).reason == "stopped by the time budget"
+    assert list(saved) == [0]
+    # With time enough for every epoch, no mark.
+    study, _, _ = run(Explosive(), splits, [adam], deadline=time.monotonic() + 3600)
+    assert "stopped_by_budget" not in study.trials[0].user_attrs
 
 
 def test_self_compiling_plugin_keeps_its_loss_and_gets_one_hot_labels(splits):
