@@ -54,6 +54,7 @@ class TrialResult:
     epochs: int
     seconds: float | None
     hyperparameters: dict[str, Any]
+    #: Why it failed or was pruned; on a completed trial, why it stopped short.
     reason: str | None = None
     #: A failed trial's kind of failure (:attr:`TrialAttr.FAIL_KIND`).
     kind: str | None = None
