@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from autodl.config import DEFAULT_TRIALS
 from autodl.errors import AutodlError
 
 if TYPE_CHECKING:
@@ -18,8 +19,10 @@ if TYPE_CHECKING:
     import optuna
 
 #: Makes a pruner for trials of at most ``epochs`` epochs, tuned for ``objectives``, whose
-#: validation accuracy is measured on ``validation_labels`` (class indices).
-PrunerFactory = Callable[[int, tuple[str, ...], "np.ndarray"], "optuna.pruners.BasePruner"]
+#: validation accuracy is measured on ``validation_labels`` (class indices), in a study of
+#: ``trial_limit`` trials (``None``: as many as a time budget allows).
+PrunerFactory = Callable[[int, tuple[str, ...], "np.ndarray", "int | None"],
+                         "optuna.pruners.BasePruner"]
 
 
 def _one_objective(name: str, objectives: tuple[str, ...]) -> None:
@@ -30,16 +33,23 @@ def _one_objective(name: str, objectives: tuple[str, ...]) -> None:
 
 
 def _cost_halving(epochs: int, objectives: tuple[str, ...],
-                  validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
-    from autodl.cost_halving import CostHalvingPruner
+                  validation_labels: np.ndarray,
+                  trial_limit: int | None) -> optuna.pruners.BasePruner:
+    from autodl.cost_halving import CostHalvingPruner, hyperband_brackets
     from autodl.storage import TrialAttr
 
     _one_objective("sha", objectives)
-    return CostHalvingPruner(TrialAttr.EPOCH_FLOPS)
+    if trial_limit is not None:
+        return CostHalvingPruner(TrialAttr.EPOCH_FLOPS)
+    # A time budget with no trial count: its first trials are pruned as in a run of the
+    # default count, the later ones in brackets that judge them later.
+    return CostHalvingPruner(TrialAttr.EPOCH_FLOPS, brackets=hyperband_brackets(epochs),
+                             bracketed_from=DEFAULT_TRIALS)
 
 
 def _pareto_halving(epochs: int, objectives: tuple[str, ...],
-                    validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
+                    validation_labels: np.ndarray,
+                    trial_limit: int | None) -> optuna.pruners.BasePruner:
     import numpy as np
 
     from autodl.pareto_halving import ParetoHalvingPruner
@@ -56,7 +66,8 @@ def _pareto_halving(epochs: int, objectives: tuple[str, ...],
 
 
 def _successive_halving(epochs: int, objectives: tuple[str, ...],
-                        validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
+                        validation_labels: np.ndarray,
+                        trial_limit: int | None) -> optuna.pruners.BasePruner:
     import optuna
 
     _one_objective("sha-epochs", objectives)
@@ -64,7 +75,8 @@ def _successive_halving(epochs: int, objectives: tuple[str, ...],
 
 
 def _hyperband(epochs: int, objectives: tuple[str, ...],
-               validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
+               validation_labels: np.ndarray,
+               trial_limit: int | None) -> optuna.pruners.BasePruner:
     import optuna
 
     _one_objective("hyperband", objectives)
@@ -72,7 +84,8 @@ def _hyperband(epochs: int, objectives: tuple[str, ...],
 
 
 def _median(epochs: int, objectives: tuple[str, ...],
-            validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
+            validation_labels: np.ndarray,
+            trial_limit: int | None) -> optuna.pruners.BasePruner:
     import optuna
 
     _one_objective("median", objectives)
@@ -80,7 +93,8 @@ def _median(epochs: int, objectives: tuple[str, ...],
 
 
 def _none(epochs: int, objectives: tuple[str, ...],
-          validation_labels: np.ndarray) -> optuna.pruners.BasePruner:
+          validation_labels: np.ndarray,
+          trial_limit: int | None) -> optuna.pruners.BasePruner:
     import optuna
 
     return optuna.pruners.NopPruner()

@@ -346,9 +346,9 @@ def _evaluate_front(study: optuna.Study, store: storage.ModelStore, splits: Spli
 
 
 def make_pruner(config: TuneConfig, splits: Splits) -> optuna.pruners.BasePruner:
-    """The ``--pruner``, for trials of at most ``--epochs`` epochs validated on ``splits``."""
-    return choose(PRUNERS, config.pruner_name, "pruner")(config.epochs, config.objectives,
-                                                          splits.y_val)
+    """The ``--pruner``, for the study's trials (``--epochs`` at most) validated on ``splits``."""
+    return choose(PRUNERS, config.pruner_name, "pruner")(
+        config.epochs, config.objectives, splits.y_val, config.trial_limit)
 
 
 def make_sampler(config: TuneConfig, trial_number: int) -> optuna.samplers.BaseSampler:

@@ -446,7 +446,8 @@ def replay_pruning(run: dict, epochs: int, ref_accuracy: float, validation_label
     from autodl.pruners import PRUNERS
     from autodl.storage import TrialAttr
 
-    pruner = PRUNERS["pareto"](epochs, tuple(OBJECTIVES.split(",")), validation_labels)
+    pruner = PRUNERS["pareto"](epochs, tuple(OBJECTIVES.split(",")), validation_labels,
+                               len(run["trials"]))
     for name, value in (variant or {}).items():
         setattr(pruner, name, value)
 

@@ -26,9 +26,9 @@ def test_every_sampler_and_pruner_name_makes_one():
             continue
         assert isinstance(sampler, optuna.samplers.BaseSampler), name
     for name, make in PRUNERS.items():
-        pruner = make(10, TWO if name == "pareto" else ONE, LABELS)
+        pruner = make(10, TWO if name == "pareto" else ONE, LABELS, 30)
         assert isinstance(pruner, optuna.pruners.BasePruner), name
-    assert isinstance(PRUNERS["hyperband"](10, ONE, LABELS), optuna.pruners.HyperbandPruner)
+    assert isinstance(PRUNERS["hyperband"](10, ONE, LABELS, 30), optuna.pruners.HyperbandPruner)
     assert isinstance(SAMPLERS["random"](0, ONE), optuna.samplers.RandomSampler)
 
 
@@ -36,10 +36,10 @@ def test_several_objectives_refuse_the_choices_that_judge_one():
     for name in ("sha", "sha-epochs", "hyperband", "median"):
         with pytest.raises(AutodlError, match=f"--pruner {name} judges one objective; for "
                            "--objective accuracy,latency use pareto"):
-            PRUNERS[name](10, TWO, LABELS)
-    assert isinstance(PRUNERS["none"](10, TWO, LABELS), optuna.pruners.NopPruner)
+            PRUNERS[name](10, TWO, LABELS, 30)
+    assert isinstance(PRUNERS["none"](10, TWO, LABELS, 30), optuna.pruners.NopPruner)
     with pytest.raises(AutodlError, match="--pruner pareto is for several objectives"):
-        PRUNERS["pareto"](10, ONE, LABELS)
+        PRUNERS["pareto"](10, ONE, LABELS, 30)
     with pytest.raises(AutodlError, match="--sampler cmaes searches one objective"):
         SAMPLERS["cmaes"](0, TWO)
     for name in ("tpe", "random"):

@@ -125,7 +125,7 @@ def test_every_trial_records_its_cost_and_a_dear_one_is_pruned_untrained(splits)
 
 def test_a_dear_trial_is_judged_and_stopped_inside_its_first_epoch(splits):
     study = optuna.create_study(direction="maximize",
-                                pruner=PRUNERS["sha"](2, (ACCURACY,), splits.y_val))
+                                pruner=PRUNERS["sha"](2, (ACCURACY,), splits.y_val, 2))
     # A perfect trial whose epoch costs one FLOP: every real model is dearer, and none
     # can be as good at its rungs.
     study.add_trial(optuna.trial.create_trial(

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import optuna
+import pytest
 from conftest import validation_labels
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
+from autodl.config import DEFAULT_TRIALS, TuneConfig
+from autodl.cost_halving import hyperband_brackets
 from autodl.objectives import ACCURACY
 from autodl.pruners import PRUNERS
 from autodl.storage import TrialAttr
+from autodl.tuner import make_pruner
 
 #: One model's validation accuracy after each epoch: the same curve for every model.
 CURVE = [0.80, 0.88, 0.92, 0.94, 0.95, 0.955, 0.96, 0.962, 0.964, 0.965]
@@ -27,7 +33,7 @@ def _finished(cost: float, epochs: int = len(CURVE)) -> optuna.trial.FrozenTrial
 
 def _study_with_cheap_trials(n: int) -> optuna.Study:
     study = optuna.create_study(direction="maximize",
-                                pruner=PRUNERS["sha"](10, (ACCURACY,), LABELS))
+                                pruner=PRUNERS["sha"](10, (ACCURACY,), LABELS, 30))
     for _ in range(n):
         study.add_trial(_finished(cost=1e9))
     return study
@@ -52,7 +58,7 @@ def test_an_equally_cheap_trial_at_equal_accuracy_goes_on():
 
 def test_optunas_epoch_halving_lets_the_dear_trial_train_on():
     """The difference that matters: at equal epochs the dear trial looks as good."""
-    pruner = PRUNERS["sha-epochs"](10, (ACCURACY,), LABELS)
+    pruner = PRUNERS["sha-epochs"](10, (ACCURACY,), LABELS, 30)
     study = optuna.create_study(direction="maximize", pruner=pruner)
     for _ in range(8):
         study.add_trial(_finished(cost=1e9))
@@ -104,3 +110,66 @@ def test_a_trial_without_a_recorded_cost_is_never_pruned():
     trial = study.ask()
     trial.report(0.1, step=1)
     assert not trial.should_prune()
+
+
+def _budget_study(cheap_trials: int) -> optuna.Study:
+    """A study run to a time budget, no trial count: its pruner has brackets."""
+    study = optuna.create_study(direction="maximize",
+                                pruner=PRUNERS["sha"](10, (ACCURACY,), LABELS, None))
+    for _ in range(cheap_trials):
+        study.add_trial(_finished(cost=1e9))
+    return study
+
+
+def _pruned_on_curve(study: optuna.Study, values: list[float]) -> int | None:
+    """The epoch at which a new cheap trial reporting ``values`` is pruned, or ``None``."""
+    trial = study.ask()
+    trial.set_user_attr(TrialAttr.EPOCH_FLOPS, 1e9)
+    for step, value in enumerate(values, start=1):
+        trial.report(value, step=step)
+        if trial.should_prune():
+            return step
+    return None
+
+
+def test_brackets_for_ten_and_twenty_epochs():
+    # Rungs of 1 and 4 cheap epochs, and one past the tenth epoch; then 1, 4, 16 and one.
+    assert hyperband_brackets(10) == 3
+    assert hyperband_brackets(20) == 4
+
+
+def test_a_budget_study_prunes_its_first_trials_as_a_study_of_the_default_count():
+    study = _budget_study(DEFAULT_TRIALS - 1)
+    assert _pruned_on_curve(study, [0.5]) == 1
+    assert study.pruner.bracket(DEFAULT_TRIALS - 1) == 0
+
+
+def test_a_budget_study_judges_its_later_trials_in_brackets_of_their_own():
+    """A slow starter after the default count skips the first rung, then meets only the
+    trials of its bracket."""
+    study = _budget_study(DEFAULT_TRIALS)
+    assert [study.pruner.bracket(DEFAULT_TRIALS + k) for k in range(4)] == [1, 2, 1, 2]
+    slow_start = [0.5, 0.7, 0.85, 0.93, 0.95, 0.96, 0.965, 0.97, 0.97, 0.97]
+    # Bracket 1, alone there: it trains on past the rung of 4 cheap epochs.
+    assert _pruned_on_curve(study, slow_start) is None
+    # Bracket 2 starts past the cheapest model's tenth epoch: all ten epochs.
+    assert _pruned_on_curve(study, [0.3] * 10) is None
+    # Bracket 1 again: at 4 cheap epochs it meets the slow starter's 0.93, not 0.5 at
+    # one epoch against the first trials' 0.80.
+    assert _pruned_on_curve(study, [0.5, 0.7, 0.85, 0.90]) == 4
+    assert _pruned_on_curve(study, [0.3] * 10) is None
+
+
+def test_a_study_of_a_trial_count_has_one_bracket():
+    study = _study_with_cheap_trials(DEFAULT_TRIALS)
+    assert study.pruner.bracket(DEFAULT_TRIALS + 1) == 0
+    assert _pruned_on_curve(study, [0.5]) == 1
+
+
+@pytest.mark.parametrize(("options", "brackets"), [
+    ({"budget": "5m"}, 3), ({"budget": "5m", "trials": 50}, 1), ({}, 1)])
+def test_the_tuners_pruner_has_brackets_only_for_a_budget_without_a_trial_count(
+        options, brackets):
+    config = TuneConfig(arch="cnn", epochs=10, **options)
+    splits = SimpleNamespace(y_val=LABELS)
+    assert make_pruner(config, splits).brackets == brackets

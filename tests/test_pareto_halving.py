@@ -25,7 +25,7 @@ def _study(*others: tuple[float, list[float], TrialState],
     Its trials train at most 9 epochs (rungs at 1 and 3), their accuracies measured on
     ``examples`` examples: by default so many that the pruner's noise margin is negligible.
     """
-    pruner = PRUNERS["pareto"](9, (ACCURACY, LATENCY), validation_labels(examples))
+    pruner = PRUNERS["pareto"](9, (ACCURACY, LATENCY), validation_labels(examples), 40)
     study = optuna.create_study(directions=["maximize", "minimize"], pruner=pruner)
     for latency, accuracies, state in others:
         values = [max(accuracies), latency] if state == TrialState.COMPLETE else None
@@ -95,7 +95,7 @@ def test_rungs_count_back_from_the_full_training(epochs, expected):
 
 def test_a_slow_starter_of_a_short_training_is_not_judged_on_its_first_epoch():
     """5 epochs: the first rung is epoch 2, not 1 (on MNIST, 0.65 after one epoch ended 0.97)."""
-    pruner = PRUNERS["pareto"](5, (ACCURACY, LATENCY), validation_labels(1_000_000))
+    pruner = PRUNERS["pareto"](5, (ACCURACY, LATENCY), validation_labels(1_000_000), 40)
     study = optuna.create_study(directions=["maximize", "minimize"], pruner=pruner)
     study.add_trial(create_trial(values=[0.99, 1.0], user_attrs={
         TrialAttr.LATENCY_MS: 1.0, TrialAttr.HISTORY: _history(0.95, 0.97, 0.98, 0.99, 0.99)}))
@@ -135,7 +135,7 @@ def test_a_trial_trailing_by_less_than_the_validation_noise_goes_on():
 
 def test_the_last_epoch_is_no_rung():
     """Stopping a trial at its last epoch would save nothing and lose its result."""
-    pruner = PRUNERS["pareto"](3, (ACCURACY, LATENCY), validation_labels(1_000_000))
+    pruner = PRUNERS["pareto"](3, (ACCURACY, LATENCY), validation_labels(1_000_000), 40)
     study = optuna.create_study(directions=["maximize", "minimize"], pruner=pruner)
     study.add_trial(create_trial(values=[0.99, 1.0], user_attrs={
         TrialAttr.LATENCY_MS: 1.0, TrialAttr.HISTORY: _history(0.9, 0.95, 0.99)}))
