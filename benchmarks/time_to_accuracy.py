@@ -17,7 +17,9 @@ and that model's test accuracy is known.
   halving, rungs in epochs), ``--set kernel_size=[3,5]`` (5x5 kernels searched too), or
   the training space before 2026-12-04 (learning rates 1e-5..1e-1, Adagrad too).
 * ``autodl-budget-5m``: a user with five minutes, ``--budget 5m`` and no ``--trials``: as
-  many trials as the budget allows (not the bar's defaults).
+  many trials as the budget allows (not the bar's defaults). ``autodl-budget-5m-one-bracket``:
+  the same with ``--trials 10000``, which the budget ends long before: the pruner of a
+  study with a trial count has one bracket (the budget's pruning as before 2026-12-05 noon).
 * ``kt-hyperband``: KerasTuner ``Hyperband(objective="val_accuracy", max_epochs=E,
   factor=3, seed=S)`` over the KerasTuner tutorial's CNN space (below), searched with the
   tutorial's ``EarlyStopping(monitor="val_loss", patience=5)``; it runs as many trials as
@@ -83,6 +85,8 @@ AUTODL_COLUMNS = {
                              "--set", "optimizer=[adam,sgd,rmsprop,adagrad]"],
     # a user with five minutes: no --trials, as many trials as the budget allows
     "autodl-budget-5m": ["--budget", "5m"],
+    # the same with a trial count it never reaches: one bracket, as before 2026-12-05 noon
+    "autodl-budget-5m-one-bracket": ["--budget", "5m", "--trials", "10000"],
 }
 COLUMNS = (*AUTODL_COLUMNS, "kt-hyperband", "kt-random", "optuna-tpe-hyperband")
 BASELINE = "kt-hyperband"
