@@ -235,7 +235,7 @@ class Tune(Command):
                             help="time for the whole run, e.g. 90s, 10m or 1h30m: no trial "
                             "starts after it, and a running trial ends with its best epoch "
                             "rather than overrun it; without --trials, trials go on until it "
-                            "ends")
+                            "ends, those after the 20th pruned in Hyperband-like brackets")
         parser.add_argument("--val-split", dest="val_split", type=float,
                             help="validation fraction of the training data (default: 0.1)")
         parser.add_argument("--test-split", dest="test_split", type=float,
