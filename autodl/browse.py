@@ -121,6 +121,8 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "number": trial.number,
             "state": trial.state.name,
             "val_accuracy": storage.objective_value(trial, ACCURACY),
+            "val_loss": (storage.validation_loss(trial)
+                         if trial.state == TrialState.COMPLETE else None),
             "epochs": attrs.get(TrialAttr.STOPPED_EPOCH),
             "train_seconds": attrs.get(TrialAttr.TRAIN_SECONDS),
             **{attr: attrs.get(attr) for attr in storage.DEPLOYMENT_ATTRS},
@@ -232,8 +234,10 @@ def show_study(url: str, name: str, top: int = 10) -> StudyDetail:
     best = storage.best_trial(study, "show")
     multi = storage.is_multi_objective(study)
     trials = trials_frame(study)
+    # As storage.accuracy_rank ranks them: the first is the best trial.
     ranked = trials[trials["state"] == TrialState.COMPLETE.name].sort_values(
-        ["val_accuracy", "number"], ascending=[False, True]
+        ["val_accuracy", "val_loss", "number"], ascending=[False, True, True],
+        na_position="last",
     )
     return StudyDetail(
         overview=overview,

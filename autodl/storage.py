@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import math
 import os
 import tempfile
 import time
@@ -374,9 +375,31 @@ def objective_value(trial: optuna.trial.FrozenTrial, name: str) -> float | None:
     return trial.user_attrs.get(OBJECTIVE_ATTRS[name])
 
 
+def validation_loss(trial: optuna.trial.FrozenTrial) -> float | None:
+    """The validation loss of a completed trial's model: at its best epoch, if it was logged."""
+    history = trial.user_attrs.get(TrialAttr.HISTORY) or []
+    epoch = trial.user_attrs.get(TrialAttr.BEST_EPOCH)
+    if not epoch or epoch > len(history):
+        return None
+    return history[epoch - 1].get("val_loss")
+
+
+def accuracy_rank(trial: optuna.trial.FrozenTrial) -> tuple[float, float, int]:
+    """Sort key of completed trials: the most accurate first, ties by validation loss.
+
+    On a few hundred validation images, one image is a step of accuracy and trials often
+    tie; the first of them to finish is not the better model. The validation loss, a
+    finer measure on the same images, tells them apart: on the MNIST benchmark's seed 2,
+    two trials tied at 98.87% validation accuracy and tested 97.55% (validation loss
+    0.051) and 98.75% (0.036).
+    """
+    loss = validation_loss(trial)
+    return -trial.values[0], math.inf if loss is None else loss, trial.number
+
+
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The completed trials no other trial beats on every objective, most accurate first."""
-    return sorted(study.best_trials, key=lambda trial: (-trial.values[0], trial.number))
+    return sorted(study.best_trials, key=accuracy_rank)
 
 
 def study_facts(config: TuneConfig, splits: Splits) -> dict[str, Any]:
@@ -514,15 +537,20 @@ def load_existing(url: str, name: str) -> optuna.Study:
 def most_accurate_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     """The study's best trial; of a multi-objective study, its most accurate front trial.
 
+    Of trials tied in accuracy, the one of lowest validation loss (:func:`accuracy_rank`).
+
     Returns:
         The trial, or None while no trial has completed.
     """
     if is_multi_objective(study):
         return next(iter(pareto_front(study)), None)
     try:
-        return study.best_trial
+        best_value = study.best_value  # in the study's direction: it may be a foreign one
     except ValueError:  # no completed trial
         return None
+    tied = [trial for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if trial.value == best_value]
+    return min(tied, key=accuracy_rank)
 
 
 def best_trial(study: optuna.Study, purpose: str) -> optuna.trial.FrozenTrial:

@@ -314,14 +314,14 @@ def _test_accuracy(model: keras.Model, splits: Splits) -> float:
 
 
 def _evaluate_best(
-    study: optuna.Study, store: storage.ModelStore, splits: Splits, config: TuneConfig
+    study: optuna.Study, best: FrozenTrial, store: storage.ModelStore, splits: Splits,
+    config: TuneConfig,
 ) -> tuple[float, str, int]:
     """Evaluate the best trial's stored model on the test split and keep it as a file.
 
     Raises:
         AutodlError: If the model is not in this machine's artifact folder.
     """
-    best = study.best_trial
     path = storage.best_model_path(config.storage, study.study_name)
     model = _load_model(store, best, path)
     accuracy = _test_accuracy(model, splits)
@@ -576,7 +576,7 @@ def tune(config: TuneConfig, listener: TuneListener,
                 _evaluate_front(study, store, splits)
             else:
                 summary.test_accuracy, summary.model_path, summary.params_count = (
-                    _evaluate_best(study, store, splits, config))
+                    _evaluate_best(study, best, store, splits, config))
         except AutodlError as error:  # the study itself is fine: say so, do not fail
             summary.model_problem = str(error)
     return summary

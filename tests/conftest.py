@@ -6,9 +6,13 @@ import os
 import signal
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+
+if TYPE_CHECKING:
+    import optuna
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -90,6 +94,21 @@ def tune_args(dataset: str, *extra: str, arch: str = "mlp", trials: int = 3) -> 
             "--epochs", "2", "--seed", "1", *extra]
 
 
+def add_completed_trial(study: optuna.Study, values: list[float],
+                        val_loss: float | None) -> None:
+    """Add a completed trial whose best epoch, its second, had ``val_loss`` (None: not logged)."""
+    import optuna
+
+    from autodl.storage import TrialAttr
+
+    best = {"epoch": 2, "val_accuracy": values[0]}
+    if val_loss is not None:
+        best["val_loss"] = val_loss
+    history = [{"epoch": 1, "val_accuracy": values[0] - 0.1, "val_loss": 0.001}, best]
+    study.add_trial(optuna.trial.create_trial(values=values, user_attrs={
+        TrialAttr.HISTORY: history, TrialAttr.BEST_EPOCH: 2}))
+
+
 @pytest.fixture(scope="session")
 def tiny_study(tmp_path_factory: pytest.TempPathFactory):
     """A finished 3-trial mlp study on a tiny npz dataset: ``(folder, storage_url, name)``."""
@@ -164,9 +183,9 @@ def front_study(tiny_study, tmp_path_factory):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(["val_accuracy", "latency_ms"])
     kept = sorted((t for t in tiny.trials if TrialAttr.MODEL_ARTIFACT in t.user_attrs),
-                  key=lambda t: (t.value, -t.number))
+                  key=storage.accuracy_rank, reverse=True)
     # Faster the less accurate, tied accuracies tied in latency: every kept trial is on
-    # the front, the lowest-numbered most accurate one first (``storage.pareto_front``).
+    # the front, kept[-1] first (``storage.pareto_front``).
     accuracies = sorted({t.value for t in kept})
     latency = {t.number: 1.0 + accuracies.index(t.value) for t in kept}
     first = tiny.trials[0]

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import add_completed_trial
 from test_cli import assert_refused, run_main
 
 from autodl.browse import write_new_file
 from autodl.cli import main
+from autodl.storage import accuracy_rank, most_accurate_trial, pareto_front
 
 
 def load(storage: str, name: str) -> optuna.Study:
@@ -80,7 +82,7 @@ def test_show_prints_the_best_trial_in_full_and_the_top_trials(tiny_study, capsy
     _, storage, name = tiny_study
     assert main(["show", name, "--storage", storage, "--top", "2"]) == 0
     out = capsys.readouterr().out
-    best = load(storage, name).best_trial
+    best = most_accurate_trial(load(storage, name))
     attrs = best.user_attrs
     assert f"best trial           #{best.number}" in out
     assert f"validation accuracy  {best.value:.4f}" in out
@@ -99,6 +101,21 @@ def test_show_prints_the_best_trial_in_full_and_the_top_trials(tiny_study, capsy
     assert top[1].split()[0] == str(best.number)
     assert len(top) == 3
 
+
+
+def test_show_ranks_trials_tied_in_accuracy_by_validation_loss(tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path}/ties.db"
+    study = optuna.create_study(study_name="ties", storage=storage, direction="maximize")
+    study.set_user_attr("autodl", {"arch": "cnn", "dataset": "digits"})
+    for val_loss in (0.05, 0.03):
+        add_completed_trial(study, [0.98], val_loss)
+    assert main(["show", "ties", "--storage", storage]) == 0
+    out = capsys.readouterr().out
+    assert "best trial           #1" in out
+    top = out.split("Top 2 of 2 completed trials\n")[1].splitlines()
+    assert top[0].split()[:3] == ["number", "val_accuracy", "val_loss"]
+    assert [line.split()[:3] for line in top[1:]] == [["1", "0.9800", "0.03"],
+                                                      ["0", "0.9800", "0.05"]]
 
 def shown_csv(tmp_path: Path, storage: str, name: str,
               *options: str) -> list[tuple[dict[str, str], optuna.trial.FrozenTrial]]:
@@ -220,10 +237,10 @@ def test_show_prints_the_pareto_front_of_a_multi_objective_study(front_study, ca
     assert main(["show", name, "--storage", storage, "--top", "3"]) == 0
     out = capsys.readouterr().out
     study = load(storage, name)
-    front = sorted(study.best_trials, key=lambda t: (-t.values[0], t.number))
+    front = pareto_front(study)
     assert len(front) >= 2
     ranked = sorted(study.get_trials(states=[optuna.trial.TrialState.COMPLETE]),
-                    key=lambda t: (-t.values[0], t.number))
+                    key=accuracy_rank)
     assert "objectives  accuracy,latency" in out and "best trial" not in out
     header, *rows = _section(out, f"Pareto front: {len(front)} trials, most accurate first")
     assert header.split() == ["trial", "val_accuracy", "test_accuracy", "params", "size",
@@ -240,7 +257,7 @@ def test_show_prints_the_pareto_front_of_a_multi_objective_study(front_study, ca
                             "most accurate")
     assert len(history) == 1 + len(front[0].user_attrs["history"])
     top = _section(out, f"Top 3 of {len(ranked)} completed trials")
-    assert top[0].split()[:7] == ["number", "val_accuracy", "epochs", "train_seconds",
+    assert top[0].split()[:8] == ["number", "val_accuracy", "val_loss", "epochs", "train_seconds",
                                   "params_count", "size_bytes", "latency_ms"]
     assert [line.split()[:2] for line in top[1:]] == [
         [str(t.number), f"{t.values[0]:.4f}"] for t in ranked[:3]]

@@ -20,6 +20,7 @@ from autodl.config import DEFAULT_STORAGE
 from autodl.objectives import OBJECTIVES
 from autodl.pruners import PRUNERS
 from autodl.samplers import SAMPLERS
+from autodl.storage import most_accurate_trial
 from autodl.tuner import TuneSummary
 
 STORAGE = "sqlite:///studies/autodl.db"
@@ -53,8 +54,8 @@ def test_tiny_study_end_to_end(tiny_study):
         assert {"learning_rate", "batch_size", "optimizer", "depth", "units"} <= set(
             trial.user_attrs["hyperparameters"]
         )
-    test = study.user_attrs["test"]
-    assert test["trial"] == study.best_trial.number and 0.0 <= test["accuracy"] <= 1.0
+    test, best = study.user_attrs["test"], most_accurate_trial(study)
+    assert test["trial"] == best.number and 0.0 <= test["accuracy"] <= 1.0
 
     model = keras.models.load_model(folder / "studies" / "models" / "tiny.keras")
     x, _ = make_images(5)
@@ -62,9 +63,24 @@ def test_tiny_study_end_to_end(tiny_study):
     assert probabilities.shape == (5, 3)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     # The best model is also an artifact of its trial, as optuna-dashboard shows it.
-    artifact_id = study.best_trial.user_attrs["model_artifact_id"]
+    artifact_id = best.user_attrs["model_artifact_id"]
     assert (folder / "studies" / "artifacts" / artifact_id).is_file()
 
+
+
+def test_of_trials_tied_in_accuracy_the_run_hands_back_the_one_of_lowest_loss(in_tmp, tiny_npz,
+                                                                              capsys):
+    # A good learning rate, fixed: every trial gets the tiny validation set all right.
+    assert main(tune_args(f"npz:{tiny_npz}", "--study", "ties", "--pruner", "none",
+                          "--set", "learning_rate=0.01", "--set", "optimizer=adam")) == 0
+    study = load("ties")
+    assert [t.value for t in study.trials] == [1.0] * 3
+    loss = {t.number: t.user_attrs["history"][t.user_attrs["best_epoch"] - 1]["val_loss"]
+            for t in study.trials}
+    best = min(loss, key=loss.get)
+    assert best != study.best_trial.number  # Optuna's: the first to finish
+    assert study.user_attrs["test"]["trial"] == best
+    assert re.search(rf"best trial +#{best}\n", capsys.readouterr().out)
 
 def test_summary_names_best_model_and_browse_command(in_tmp, tiny_npz, capsys):
     assert main(tune_args(f"npz:{tiny_npz}", "--study", "s", trials=1)) == 0

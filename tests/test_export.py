@@ -17,6 +17,7 @@ from conftest import make_images
 from test_cli import assert_refused
 
 from autodl.cli import main
+from autodl.storage import most_accurate_trial, pareto_front
 
 FORMATS = ("keras", "savedmodel", "tflite", "onnx")
 
@@ -146,7 +147,7 @@ def test_manifest_describes_model_and_preprocessing(exports, reference):
 
     study, splits, _ = reference
     manifest = json.loads((exports("keras") / "manifest.json").read_text())
-    best = study.best_trial
+    best = most_accurate_trial(study)
     assert manifest["study"] == "tiny" and manifest["trial"] == best.number
     assert manifest["arch"] == "mlp" and manifest["dataset"] == "npz:tiny.npz"
     assert manifest["hyperparameters"] == best.user_attrs["hyperparameters"]
@@ -231,7 +232,7 @@ def test_retrain_trains_best_configuration_for_best_epoch(tiny_study, reference,
     import keras
 
     study, splits, _ = reference
-    best = study.best_trial
+    best = most_accurate_trial(study)
     out = tmp_path / "retrained"
     assert export(tiny_study, out, "--retrain") == 0
     manifest = json.loads((out / "manifest.json").read_text())
@@ -412,8 +413,7 @@ def _front(front_study) -> tuple[str, str, optuna.Study, list[optuna.trial.Froze
     """The multi-objective study and its Pareto front, most accurate first."""
     storage, name = front_study
     study = optuna.load_study(study_name=name, storage=storage)
-    return storage, name, study, sorted(study.best_trials, key=lambda t: (-t.values[0],
-                                                                          t.number))
+    return storage, name, study, pareto_front(study)
 
 
 def test_multi_objective_study_exports_the_front_trial_asked_for(front_study, tmp_path,

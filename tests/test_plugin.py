@@ -15,7 +15,7 @@ import pytest
 from conftest import make_images, tune_args
 from optuna.distributions import CategoricalDistribution
 
-from autodl import plugin, registry
+from autodl import plugin, registry, storage
 from autodl.cli import main
 from autodl.config import Space
 from autodl.datasets import Dataset, make_splits
@@ -247,7 +247,7 @@ def test_tune_and_retrain_a_plugin_file_whose_fit_tunes_the_batch_size(in_tmp, t
 
     assert main(["export", "fit", "--out", "model", "--retrain"]) == 0
     retrained = json.loads((in_tmp / "model" / "manifest.json").read_text())["retrained"]
-    best = study.best_trial
+    best = storage.most_accurate_trial(study)
     # retrained by the plugin's own fit, with the best trial's batch size, without validation
     assert module.calls[-1] == (best.params["batch_size"], best.user_attrs["best_epoch"], False)
     assert len(retrained["history"]) == retrained["epochs"] == best.user_attrs["best_epoch"]

@@ -10,7 +10,7 @@ import time
 
 import optuna
 import pytest
-from conftest import tune_args
+from conftest import add_completed_trial, tune_args
 
 from autodl import storage
 from autodl.errors import AutodlError
@@ -216,7 +216,7 @@ def test_models_go_to_the_shared_artifacts_folder_readers_find_it(in_tmp, tiny_n
     data = f"npz:{tiny_npz}"
     assert main(tune_args(data, "--study", "a", "--artifacts", str(shared), trials=2)) == 0
     study = storage.load_existing(STORAGE, "a")
-    artifact = study.best_trial.user_attrs["model_artifact_id"]
+    artifact = storage.most_accurate_trial(study).user_attrs["model_artifact_id"]
     assert (shared / artifact).is_file()
     assert not (in_tmp / "studies" / "artifacts" / artifact).exists()
     assert storage.study_artifact_dir(study, STORAGE) == shared.resolve()
@@ -227,7 +227,8 @@ def test_models_go_to_the_shared_artifacts_folder_readers_find_it(in_tmp, tiny_n
     capsys.readouterr()
     assert main(tune_args(data, "--study", "a", "--artifacts", "elsewhere", trials=2)) == 0
     out = capsys.readouterr().out
-    assert f"Model:  not evaluated: the model of trial #{study.best_trial.number} is not in " \
+    best = storage.most_accurate_trial(study)
+    assert f"Model:  not evaluated: the model of trial #{best.number} is not in " \
            "elsewhere" in out
     assert "shared --artifacts folder" in out
 
@@ -243,7 +244,7 @@ def test_concurrent_downloads_of_one_model_do_not_collide(tiny_study, tmp_path):
 
     def download() -> None:
         try:
-            store.download(study.best_trial, target)
+            store.download(storage.most_accurate_trial(study), target)
         except Exception as error:  # noqa: BLE001 (reported by the assertion below)
             errors.append(error)
 
@@ -327,3 +328,34 @@ def test_a_read_only_folder_is_refused_and_left_unchanged(mount_point, tmp_path,
                                              url, trials=4))
         assert f"the folder {mount_point} is read-only" in _one_line_error(result)
     assert {p.name: _digest(p) for p in mount_point.rglob("*") if p.is_file()} == files
+
+
+def test_of_trials_tied_in_accuracy_the_best_is_the_one_of_lowest_validation_loss():
+    study = optuna.create_study(direction="maximize")
+    add_completed_trial(study, [0.98], 0.05)
+    add_completed_trial(study, [0.97], 0.01)  # less accurate: not the best, whatever its loss
+    add_completed_trial(study, [0.98], 0.03)
+    add_completed_trial(study, [0.98], 0.03)  # the same loss: the earlier one is the best
+    add_completed_trial(study, [0.98], None)  # no validation loss logged: after the others
+    assert study.best_trial.number == 0  # Optuna's: the first to finish
+    assert storage.most_accurate_trial(study).number == 2
+    assert storage.best_trial(study, "show").number == 2
+    assert storage.validation_loss(study.trials[2]) == 0.03  # its best epoch's, not its least
+
+
+def test_a_foreign_study_minimizing_its_value_keeps_its_direction():
+    study = optuna.create_study(direction="minimize")
+    add_completed_trial(study, [0.5], 0.05)
+    add_completed_trial(study, [0.2], 0.04)
+    add_completed_trial(study, [0.2], 0.01)
+    assert storage.most_accurate_trial(study).number == 2
+
+
+def test_the_pareto_front_lists_trials_tied_in_accuracy_by_validation_loss():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    add_completed_trial(study, [0.98, 2.0], 0.05)
+    add_completed_trial(study, [0.98, 2.0], 0.03)
+    add_completed_trial(study, [0.90, 1.0], 0.01)
+    add_completed_trial(study, [0.80, 3.0], 0.01)  # dominated
+    assert [t.number for t in storage.pareto_front(study)] == [1, 0, 2]
+    assert storage.most_accurate_trial(study).number == 1
