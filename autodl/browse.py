@@ -33,7 +33,8 @@ STATE_COLUMNS = {
 #: Prefix of the hyperparameter columns in trial tables.
 HP_PREFIX = "hp_"
 #: Trial-table columns shown in the top trials only when some trial has a value.
-_SHOWN_IF_KNOWN = (TrialAttr.SIZE_BYTES, TrialAttr.LATENCY_MS)
+_SHOWN_IF_KNOWN = (TrialAttr.SIZE_BYTES, TrialAttr.LATENCY_MS, TrialAttr.RESUMES,
+                   TrialAttr.RESUMED_FROM_EPOCH)
 
 
 @dataclass(frozen=True)
@@ -131,15 +132,15 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
             "fail_reason": attrs.get(TrialAttr.FAIL_REASON),
             TrialAttr.PRUNED_BECAUSE: attrs.get(TrialAttr.PRUNED_BECAUSE),
             # A retry of a lost trial: the trial it continues, and from which epoch.
-            "resumes_trial": attrs.get(TrialAttr.RESUMES),
-            "resumed_from_epoch": attrs.get(TrialAttr.RESUMED_FROM_EPOCH),
+            TrialAttr.RESUMES: attrs.get(TrialAttr.RESUMES),
+            TrialAttr.RESUMED_FROM_EPOCH: attrs.get(TrialAttr.RESUMED_FROM_EPOCH),
         }
         row.update({HP_PREFIX + k: v for k, v in storage.hyperparameters(trial).items()})
         rows.append(row)
     frame = pd.DataFrame(rows)
     # Whole numbers, also with missing values.
-    for column in ("epochs", TrialAttr.PARAMS_COUNT, TrialAttr.SIZE_BYTES, "resumes_trial",
-                   "resumed_from_epoch"):
+    for column in ("epochs", TrialAttr.PARAMS_COUNT, TrialAttr.SIZE_BYTES, TrialAttr.RESUMES,
+                   TrialAttr.RESUMED_FROM_EPOCH):
         if column in frame:
             frame[column] = frame[column].astype("Int64")
     return frame
@@ -339,7 +340,8 @@ def render_detail(detail: StudyDetail) -> str:
     # Hyperparameters that differ between the ranked trials; the others are listed above.
     same = [c for c in top.columns if c.startswith(HP_PREFIX)
             and top[c].astype(str).nunique() <= 1]
-    # Deployment costs a study did not measure would be columns of dashes.
+    # Deployment costs a study did not measure, or retries where no trial was lost, would
+    # be columns of dashes.
     unknown = [c for c in _SHOWN_IF_KNOWN if c in top and top[c].isna().all()]
     hidden = {"state", "started", "completed", "fail_reason", TrialAttr.PRUNED_BECAUSE,
               TrialAttr.LATENCY_RUNTIME, *same, *unknown}
