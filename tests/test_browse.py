@@ -102,7 +102,6 @@ def test_show_prints_the_best_trial_in_full_and_the_top_trials(tiny_study, capsy
     assert len(top) == 3
 
 
-
 def test_show_ranks_trials_tied_in_accuracy_by_validation_loss(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path}/ties.db"
     study = optuna.create_study(study_name="ties", storage=storage, direction="maximize")
@@ -116,6 +115,7 @@ def test_show_ranks_trials_tied_in_accuracy_by_validation_loss(tmp_path, capsys)
     assert top[0].split()[:3] == ["number", "val_accuracy", "val_loss"]
     assert [line.split()[:3] for line in top[1:]] == [["1", "0.9800", "0.03"],
                                                       ["0", "0.9800", "0.05"]]
+
 
 def shown_csv(tmp_path: Path, storage: str, name: str,
               *options: str) -> list[tuple[dict[str, str], optuna.trial.FrozenTrial]]:

@@ -67,7 +67,6 @@ def test_tiny_study_end_to_end(tiny_study):
     assert (folder / "studies" / "artifacts" / artifact_id).is_file()
 
 
-
 def test_of_trials_tied_in_accuracy_the_run_hands_back_the_one_of_lowest_loss(in_tmp, tiny_npz,
                                                                               capsys):
     # A good learning rate, fixed: every trial gets the tiny validation set all right.
@@ -81,6 +80,7 @@ def test_of_trials_tied_in_accuracy_the_run_hands_back_the_one_of_lowest_loss(in
     assert best != study.best_trial.number  # Optuna's: the first to finish
     assert study.user_attrs["test"]["trial"] == best
     assert re.search(rf"best trial +#{best}\n", capsys.readouterr().out)
+
 
 def test_summary_names_best_model_and_browse_command(in_tmp, tiny_npz, capsys):
     assert main(tune_args(f"npz:{tiny_npz}", "--study", "s", trials=1)) == 0
