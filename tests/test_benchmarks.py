@@ -105,17 +105,20 @@ def test_pareto_hypervolume_by_hand(monkeypatch):
     assert pareto.reached_at(curve, 0.3) == 9.0 and pareto.reached_at(curve, 0.31) is None
 
 
+def scored_trial(number, values, test, tflite_ms):
+    """A completed trial of a pareto run, as the analysis leaves it."""
+    return {"number": number, "state": "COMPLETE", "values": values,
+            "complete": float(number), "test": test, "tflite_ms": tflite_ms}
+
+
 def test_pareto_handed_back_front_is_chosen_by_the_study_own_values(monkeypatch):
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import pareto
 
-    def trial(number, values, test, tflite_ms):
-        return {"number": number, "state": "COMPLETE", "values": values,
-                "complete": float(number), "test": test, "tflite_ms": tflite_ms}
-
     # Trial 1 timed itself slower than trial 0 and is less accurate: the study drops it,
     # though the analysis's timing finds it the fastest model. The bar's curve keeps it.
-    run = {"trials": [trial(0, [0.98, 1.0], 0.98, 2.0), trial(1, [0.96, 3.0], 0.96, 1.0),
+    run = {"trials": [scored_trial(0, [0.98, 1.0], 0.98, 2.0),
+                      scored_trial(1, [0.96, 3.0], 0.96, 1.0),
                       {"number": 2, "state": "PRUNED", "values": None, "complete": 2.0}]}
     reference = (0.90, 4.0)
     handed_back = pareto.handed_back_curve(run, reference)
@@ -125,6 +128,28 @@ def test_pareto_handed_back_front_is_chosen_by_the_study_own_values(monkeypatch)
     run["trials"] = run["trials"][:2]
     assert pareto.hypervolume_curve(run, reference)[-1][1] == pytest.approx(
         pareto.normalised_hypervolume([(0.98, 2.0), (0.96, 1.0)], reference))
+
+
+def test_pareto_timed_alike_front_is_chosen_by_validation_accuracy_and_the_analysis_latency(
+        monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import pareto
+
+    # Trial 1: timed slow by its study, fastest by the analysis: timed alike, it is on the
+    # front. Trial 2: best on the test split, but below trial 0 in validation accuracy and
+    # slower by the analysis: only the bar's curve, which chooses by test accuracy, has it.
+    run = {"trials": [scored_trial(0, [0.98, 1.0], 0.98, 2.0),
+                      scored_trial(1, [0.96, 3.0], 0.96, 1.0),
+                      scored_trial(2, [0.97, 0.5], 0.99, 2.5)]}
+    reference = (0.90, 4.0)
+    timed_alike = pareto.timed_alike_curve(run, reference)
+    assert [t for t, _ in timed_alike] == [0.0, 0.0, 1.0, 2.0]
+    assert timed_alike[-1][1] == pytest.approx(
+        pareto.normalised_hypervolume([(0.98, 2.0), (0.96, 1.0)], reference))
+    assert pareto.hypervolume_curve(run, reference)[-1][1] == pytest.approx(
+        pareto.normalised_hypervolume([(0.98, 2.0), (0.96, 1.0), (0.99, 2.5)], reference))
+    assert pareto.handed_back_curve(run, reference)[-1][1] == pytest.approx(
+        pareto.normalised_hypervolume([(0.98, 2.0), (0.99, 2.5)], reference))
 
 
 def test_pareto_benchmark_runs_at_smallest_budget(tmp_path, shared_datasets):
@@ -156,6 +181,9 @@ def test_pareto_benchmark_runs_at_smallest_budget(tmp_path, shared_datasets):
                for run in runs if run["column"] == "optuna-mo" for trial in run["trials"])
     (ratios,) = data["ratios"]
     assert ratios["H"] > 0 and ratios["W"] > 0 and {"autodl", "autodl-unpruned"} <= set(ratios)
+    for other in ("handed_back_ratios", "timed_alike_ratios"):  # the fronts beside the bar's
+        (row,) = data[other]
+        assert row["seed"] == 0 and {"autodl", "autodl-unpruned"} <= set(row), other
     assert [r["rule"] for r in data["replays"]][0] == "as shipped"  # then, maybe, variants
     for replay in data["replays"]:
         assert replay["epochs_replayed"] <= replay["epochs"] and replay["trials"] == 2
@@ -169,5 +197,6 @@ def test_pareto_benchmark_runs_at_smallest_budget(tmp_path, shared_datasets):
     for column in ("autodl", "autodl-unpruned", "optuna-mo"):
         assert sum(row.startswith(f"| {column} |") for row in rows) == 2, column  # 2 tables
     assert "| autodl reaches optuna-mo's final hypervolume" in text
+    assert "## Per seed: the fronts chosen by validation accuracy, timed alike" in text
     assert "| `--max-latency " in text and "| `--max-params " in text
     assert (out / "pareto.png").read_bytes().startswith(b"\x89PNG")
