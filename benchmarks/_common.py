@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: machine description, a silent listener, the CLI."""
+"""Helpers shared by the benchmarks: machine description, a silent listener, the CLI,
+the epoch clock and the options with which a benchmark runs a column in a process of its own."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import platform
 import resource
 import shutil
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -87,3 +89,56 @@ def autodl_program() -> list[str]:
     if cli.exists():
         return [str(cli)]
     return [shutil.which("autodl")] if shutil.which("autodl") else [sys.executable, "-m", "autodl"]
+
+
+class EpochClock:
+    """Seconds since a column's clock started, and (those seconds, val accuracy) per epoch.
+
+    Args:
+        t0: When the clock started, as ``time.time()`` gives it: by default, now.
+    """
+
+    def __init__(self, t0: float | None = None) -> None:
+        self.t0 = time.time() if t0 is None else t0
+        self.points: list[tuple[float, float]] = []
+
+    def seconds(self) -> float:
+        """Seconds since the clock started."""
+        return time.time() - self.t0
+
+    def record(self, val_accuracy: float) -> None:
+        """Note one finished epoch."""
+        self.points.append((round(self.seconds(), 3), float(val_accuracy)))
+
+    def callback(self):
+        """A Keras callback feeding this clock; KerasTuner's per-trial copies share it."""
+        import keras
+
+        clock = self
+
+        class Tick(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                clock.record((logs or {})["val_accuracy"])
+
+            def __deepcopy__(self, memo):  # KerasTuner deep-copies callbacks per trial
+                return self
+
+        return Tick()
+
+
+def add_column_options(parser: argparse.ArgumentParser) -> None:
+    """The hidden options with which a benchmark runs one column in a fresh process."""
+    parser.add_argument("--column", help=argparse.SUPPRESS)  # run one column, in this process
+    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--t0", type=float, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+
+
+def chosen_columns(parser: argparse.ArgumentParser, text: str, choices) -> list[str]:
+    """The comma-separated columns of ``text``; a parser error names any not in ``choices``."""
+    columns = [column.strip() for column in text.split(",") if column.strip()]
+    unknown = [column for column in columns if column not in choices]
+    if unknown or not columns:
+        parser.error(f"unknown column {', '.join(unknown) or '(none)'}; "
+                     f"choose from {', '.join(choices)}")
+    return columns

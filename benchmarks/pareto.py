@@ -916,10 +916,7 @@ def main() -> None:
     parser.add_argument("--merge", metavar="WORK", action="append", default=[],
                         help="with --analyse: the runs kept in this folder too (e.g. a "
                         "later invocation's ablation seed)")
-    parser.add_argument("--column", help=argparse.SUPPRESS)  # run one column, in this process
-    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--t0", type=float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    _common.add_column_options(parser)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.column:
@@ -928,11 +925,7 @@ def main() -> None:
         return
 
     command = shlex.join(["python", "benchmarks/pareto.py", *sys.argv[1:]])
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()]
-    unknown = [c for c in columns if c not in COLUMNS]
-    if unknown or not columns:
-        parser.error(f"unknown column {', '.join(unknown) or '(none)'}; "
-                     f"choose from {', '.join(COLUMNS)}")
+    columns = _common.chosen_columns(parser, args.columns, COLUMNS)
     args.dataset = resolve_dataset(args.dataset)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

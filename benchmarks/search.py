@@ -63,37 +63,6 @@ def dataset_label(spec: str) -> str:
 # --- One column of one seed (runs in its own process) ------------------------------------
 
 
-class EpochClock:
-    """Collects (seconds since the column started, val accuracy) at every epoch's end."""
-
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
-        self.points: list[tuple[float, float]] = []
-
-    def record(self, val_accuracy: float) -> None:
-        """Note one finished epoch."""
-        self.points.append((round(time.perf_counter() - self.start, 3), float(val_accuracy)))
-
-    def callback(self):
-        """A Keras callback feeding this clock; KerasTuner's per-trial copies share it."""
-        import keras
-
-        clock = self
-
-        class Tick(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                clock.record(logs["val_accuracy"])
-
-            def __deepcopy__(self, memo):  # KerasTuner deep-copies callbacks per trial
-                return self
-
-        return Tick()
-
-    def seconds(self) -> float:
-        """Seconds since the column started."""
-        return time.perf_counter() - self.start
-
-
 def compile_like_autodl(model, values: dict) -> None:
     """Compile as autodl's trial runner does, from the core's training hyperparameters."""
     from autodl.optimizers import OPTIMIZERS
@@ -164,7 +133,8 @@ def keras_tuner_hypermodel(hypermodel, specs: dict):
     return SameSpace(name="same-space")
 
 
-def run_autodl(args: argparse.Namespace, seed: int, clock: EpochClock, rich: bool) -> dict:
+def run_autodl(args: argparse.Namespace, seed: int, clock: _common.EpochClock,
+               rich: bool) -> dict:
     """``autodl tune`` in this process, defaults but for the budget (and the rich space)."""
     from _common import Quiet
 
@@ -182,7 +152,7 @@ def run_autodl(args: argparse.Namespace, seed: int, clock: EpochClock, rich: boo
              "storage": f"sqlite:///{folder}/autodl.db", "study": "search"},
             assignments=list(RICH_SPACE) if rich else [],
         )
-        clock.start = time.perf_counter()
+        clock.t0 = time.time()
         summary = tune(config, Listener())
         wall = clock.seconds()
     return {"wall": wall, "best_val": summary.best.value, "test": summary.test_accuracy,
@@ -190,7 +160,7 @@ def run_autodl(args: argparse.Namespace, seed: int, clock: EpochClock, rich: boo
             "best": summary.best.hyperparameters}
 
 
-def run_keras_tuner(args, seed: int, clock: EpochClock, splits, hypermodel, specs,
+def run_keras_tuner(args, seed: int, clock: _common.EpochClock, splits, hypermodel, specs,
                     hyperband: bool) -> dict:
     """KerasTuner's ``Hyperband`` or ``RandomSearch`` on the same space and data."""
     import keras_tuner
@@ -205,7 +175,7 @@ def run_keras_tuner(args, seed: int, clock: EpochClock, splits, hypermodel, spec
         else:
             tuner = keras_tuner.RandomSearch(max_trials=args.trials, directory=folder,
                                              **common)
-        clock.start = time.perf_counter()
+        clock.t0 = time.time()
         tuner.search(splits.x_train, splits.y_train, epochs=args.epochs,
                      validation_data=(splits.x_val, splits.y_val),
                      callbacks=[clock.callback()], verbose=0)
@@ -218,7 +188,7 @@ def run_keras_tuner(args, seed: int, clock: EpochClock, splits, hypermodel, spec
                                   if not k.startswith("tuner/")}}
 
 
-def run_optuna(args, seed: int, clock: EpochClock, splits, hypermodel) -> dict:
+def run_optuna(args, seed: int, clock: _common.EpochClock, splits, hypermodel) -> dict:
     """Plain Optuna, as a user writes it: random sampling, every trial the full cap.
 
     The model kept per trial is its best epoch's (``EarlyStopping`` whose patience never
@@ -254,7 +224,7 @@ def run_optuna(args, seed: int, clock: EpochClock, splits, hypermodel) -> dict:
 
     study = optuna.create_study(direction="maximize",
                                 sampler=optuna.samplers.RandomSampler(seed=seed))
-    clock.start = time.perf_counter()
+    clock.t0 = time.time()
     study.optimize(objective, n_trials=args.trials)
     test = test_accuracy(best["model"], splits)
     return {"wall": clock.seconds(), "best_val": study.best_value, "test": test,
@@ -270,7 +240,7 @@ def run_column(column: str, seed: int, args: argparse.Namespace) -> dict:
 
     setup_devices()
     keras.utils.set_random_seed(seed)
-    clock = EpochClock()
+    clock = _common.EpochClock()
     if column.startswith("autodl"):
         result = run_autodl(args, seed, clock, rich=column == "autodl-rich")
     else:
@@ -382,9 +352,7 @@ def main() -> None:
                         help="add autodl with the richer space (schedules, batch norm, "
                              "augmentation)")
     parser.add_argument("--out", default="benchmarks/out")
-    parser.add_argument("--column", help=argparse.SUPPRESS)  # run one column, in this process
-    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    _common.add_column_options(parser)
     args = parser.parse_args()
     if args.column:
         Path(args.result).write_text(json.dumps(run_column(args.column, args.seed, args)))

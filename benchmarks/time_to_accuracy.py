@@ -122,35 +122,6 @@ def resolve_dataset(spec: str) -> str:
 # --- Shared by the non-autodl columns (each runs in its own process) ----------------------
 
 
-class Clock:
-    """Seconds since the column's process was launched, and every epoch's val accuracy."""
-
-    def __init__(self, t0: float) -> None:
-        self.t0 = t0
-        self.points: list[tuple[float, float]] = []
-
-    def seconds(self) -> float:
-        return time.time() - self.t0
-
-    def record(self, val_accuracy: float) -> None:
-        self.points.append((round(self.seconds(), 3), float(val_accuracy)))
-
-    def callback(self):
-        """A Keras callback feeding this clock; KerasTuner's per-trial copies share it."""
-        import keras
-
-        clock = self
-
-        class Tick(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                clock.record((logs or {})["val_accuracy"])
-
-            def __deepcopy__(self, memo):  # KerasTuner deep-copies callbacks per trial
-                return self
-
-        return Tick()
-
-
 def split_digest(splits) -> str:
     """A short digest of every label array and the test images: equal digests, equal split."""
     import numpy as np
@@ -296,7 +267,7 @@ def read_autodl_study(storage: str, t0: float, args: argparse.Namespace, seed: i
             "best": best.user_attrs.get("hyperparameters", best.params)}
 
 
-def run_keras_tuner(args, seed: int, clock: Clock, splits, hyperband: bool) -> dict:
+def run_keras_tuner(args, seed: int, clock: _common.EpochClock, splits, hyperband: bool) -> dict:
     """KerasTuner as its tutorial teaches: a ``HyperModel`` with ``build`` and ``fit``."""
     import keras_tuner
 
@@ -368,7 +339,7 @@ def run_keras_tuner(args, seed: int, clock: Clock, splits, hyperband: bool) -> d
                      if not k.startswith("tuner/")}}
 
 
-def run_optuna(args, seed: int, clock: Clock, splits) -> dict:
+def run_optuna(args, seed: int, clock: _common.EpochClock, splits) -> dict:
     """A hand-written Optuna study: TPE, Hyperband pruning through optuna-integration."""
     import keras
     import optuna
@@ -416,7 +387,7 @@ def run_column(column: str, seed: int, t0: float, args: argparse.Namespace) -> d
     else:
         import keras
 
-        clock = Clock(t0)
+        clock = _common.EpochClock(t0)
         splits = make_split(args.dataset, args.max_samples, seed)
         keras.utils.set_random_seed(seed)
         if column == "optuna-tpe-hyperband":
@@ -626,10 +597,7 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, default=None,
                         help="at most N training (and N test) examples, for smoke runs")
     parser.add_argument("--out", default="benchmarks/out")
-    parser.add_argument("--column", help=argparse.SUPPRESS)  # run one column, in this process
-    parser.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
-    parser.add_argument("--t0", type=float, default=None, help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)
+    _common.add_column_options(parser)
     args = parser.parse_args()
     if args.column:
         t0 = args.t0 if args.t0 is not None else time.time()
@@ -637,11 +605,7 @@ def main() -> None:
         return
 
     command = shlex.join(["python", "benchmarks/time_to_accuracy.py", *sys.argv[1:]])
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()]
-    unknown = [c for c in columns if c not in COLUMNS]
-    if unknown or not columns:
-        parser.error(f"unknown column {', '.join(unknown) or '(none)'}; "
-                     f"choose from {', '.join(COLUMNS)}")
+    columns = _common.chosen_columns(parser, args.columns, COLUMNS)
     if "optuna-tpe-hyperband" in columns:
         from importlib.util import find_spec
 
