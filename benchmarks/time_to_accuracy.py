@@ -217,24 +217,25 @@ def run_autodl(args: argparse.Namespace, seed: int, t0: float, options: list[str
         if done.returncode != 0:
             sys.exit(f"autodl tune failed ({done.returncode}):\n{done.stdout[-2000:]}\n"
                      f"{done.stderr[-3000:]}")
-        result = read_autodl_study(storage, t0, args, seed)
+        result = read_autodl_study(storage, t0)
     shown = shlex.join(["autodl", *command[len(program):]]).replace(folder, "<tmp>")
     result.update(wall=wall, command=shown, output_tail=done.stdout[-1500:])
     return result
 
 
-def read_autodl_study(storage: str, t0: float, args: argparse.Namespace, seed: int) -> dict:
+def read_autodl_study(storage: str, t0: float) -> dict:
     """Anytime curve, test accuracy, counts and the split digest from autodl's study."""
     import optuna
 
-    from autodl.datasets import load_dataset, make_splits
+    from autodl import storage as studies
+    from autodl.storage import TrialAttr
 
     (name,) = optuna.study.get_all_study_names(storage)
     study = optuna.load_study(study_name=name, storage=storage)
     points, states, epochs = [], {}, 0
     for trial in study.get_trials(deepcopy=False):
         states[trial.state.name] = states.get(trial.state.name, 0) + 1
-        history = trial.user_attrs.get("history") or []
+        history = trial.user_attrs.get(TrialAttr.HISTORY) or []
         epochs += len(history)
         if not history or trial.datetime_complete is None:
             continue
@@ -246,25 +247,16 @@ def read_autodl_study(storage: str, t0: float, args: argparse.Namespace, seed: i
             remaining -= record["seconds"]
             points.append((round(end - remaining - t0, 3), float(record["val_accuracy"])))
     points.sort()
-    test = study.user_attrs["test"]
+    test = studies.recorded_test(study)
     best = study.get_trials(deepcopy=False)[test["trial"]]
-    # The split as autodl recorded it made the study (its facts), else as asked for.
-    facts = study.user_attrs.get("autodl") or {}
-    asked = {"dataset": args.dataset, "image_size": 96, "val_split": VAL_SPLIT,
-             "test_split": TEST_SPLIT, "max_samples": args.max_samples, "split_seed": seed}
-    split = {key: facts.get(key, value) for key, value in asked.items()}
-    splits = make_splits(
-        load_dataset(split["dataset"], split["image_size"]), val_split=split["val_split"],
-        test_split=split["test_split"], max_samples=split["max_samples"],
-        seed=split["split_seed"],
-    )
+    splits = studies.study_splits(study)  # the split autodl's recorded facts make
     return {"test": float(test["accuracy"]), "best_val": float(best.value),
             "trials": len(study.trials), "pruned": states.get("PRUNED", 0),
             "failed": states.get("FAIL", 0), "epochs": epochs, "points": points,
-            "final_fit_seconds": float(best.user_attrs["train_seconds"]),
+            "final_fit_seconds": float(best.user_attrs[TrialAttr.TRAIN_SECONDS]),
             "best_trial": test["trial"], "split": split_digest(splits),
-            "sizes": split_sizes(splits), "split_facts_recorded": asked.keys() <= facts.keys(),
-            "best": best.user_attrs.get("hyperparameters", best.params)}
+            "sizes": split_sizes(splits),
+            "best": best.user_attrs.get(TrialAttr.HYPERPARAMETERS, best.params)}
 
 
 def run_keras_tuner(args, seed: int, clock: _common.EpochClock, splits, hyperband: bool) -> dict:
@@ -555,9 +547,6 @@ def report(args, runs: list[dict], columns: list[str], command: str, whole: floa
     ]
     if autodl_command:
         notes.append(f"autodl ran as `{autodl_command}`.")
-    if any(not run.get("split_facts_recorded", True) for run in runs):
-        notes.append("**autodl's study did not record its split**: its digest is of the "
-                     "split its options should make.")
     if optuna_runs:
         notes.append("optuna-tpe-hyperband: `HyperbandPruner()` with `max_resource=\"auto\"`, "
                      f"resolved to {', '.join(resources)}.")
