@@ -8,7 +8,7 @@ attempt's checkpoint). It holds:
   augmentation layers) and every optimizer variable (the step count that a
   learning-rate schedule follows, the slots, a plateau-lowered learning rate);
 - the state of the callbacks that keep one between epochs (early stopping's best value,
-  wait count and best weights; the plateau reducer's);
+  its validation loss, wait count and best weights; the plateau reducer's);
 - the epochs trained, their history, and the seed of the data order (each epoch's order
   is a function of that seed and the epoch: :class:`autodl.pipeline.InputPipeline`).
 
@@ -30,6 +30,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from autodl import recipe
+
 #: The layout of the file; a checkpoint of another layout is not resumed from.
 FORMAT = 1
 
@@ -37,7 +39,7 @@ FORMAT = 1
 #: ``on_train_begin`` resets (the Keras versions they are known in are bounded in
 #: ``pyproject.toml``). Early stopping's best weights are saved as arrays.
 CALLBACK_STATE: dict[type, tuple[str, ...]] = {
-    keras.callbacks.EarlyStopping: ("wait", "stopped_epoch", "best", "best_epoch"),
+    recipe.EarlyStopping: ("wait", "stopped_epoch", "best", "best_epoch", "best_loss"),
     keras.callbacks.ReduceLROnPlateau: ("wait", "cooldown_counter", "best"),
 }
 

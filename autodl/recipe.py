@@ -14,7 +14,8 @@ trial's training steps (``epochs × ceil(train examples / batch_size)``):
 * ``cyclic``: ``lr_cycles`` equal cosine cycles, each restarting at ``learning_rate``
   (Keras ``CosineDecayRestarts``).
 
-TensorBoard logging is here too: TensorBoard's own modules load only when it is asked for.
+Early stopping (:class:`EarlyStopping`) and TensorBoard logging are here too:
+TensorBoard's own modules load only when it is asked for.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ STEP_DROPS = (0.5, 0.75)
 STEP_FACTOR = 0.1
 #: What ``ReduceLROnPlateau`` watches, as the Keras guides (and its default) do.
 PLATEAU_MONITOR = "val_loss"
+#: Of epochs tied in the early-stopping monitor, the one of the lowest of this is kept.
+TIE_BREAKER = "val_loss"
 
 
 def learning_rate(
@@ -75,6 +78,40 @@ def plateau_callbacks(training: dict[str, Any]) -> list[keras.callbacks.Callback
         PLATEAU_MONITOR, factor=training["lr_plateau_factor"],
         patience=training["lr_plateau_patience"],
     )]
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping):
+    """Keras's early stopping, keeping of the epochs tied at the best value the lowest loss.
+
+    On a few hundred validation images (or a few dozen) epochs often tie in accuracy, and
+    Keras keeps the first of them: often an undertrained one. On the 200 flower photos
+    (16 validation images) a trial tied at 75% in its second and fifth epochs, validation
+    loss 0.80 and 0.56; the second epoch's weights, the ones kept, scored 42.5% on the
+    test images. Trials tied in accuracy are told apart the same way
+    (:func:`autodl.storage.accuracy_rank`). Patience still counts the epochs without a
+    higher value: a tied epoch of lower loss changes which weights are kept, not how long
+    the trial trains.
+
+    Args:
+        monitor: The log to maximise (the trial's value).
+        patience: Epochs without a higher value before training stops.
+    """
+
+    def __init__(self, monitor: str, patience: int) -> None:
+        super().__init__(monitor, mode="max", patience=patience, restore_best_weights=True)
+        #: The validation loss at ``best_epoch``.
+        self.best_loss = math.inf
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        """Keras's step; then a tied epoch of lower loss replaces the kept weights."""
+        super().on_epoch_end(epoch, logs)
+        logs = logs or {}
+        loss = logs.get(TIE_BREAKER, math.inf)
+        if self.best_epoch == epoch:  # a higher value (or the first)
+            self.best_loss = loss
+        elif logs.get(self.monitor) == self.best and loss < self.best_loss:
+            self.best_epoch, self.best_loss = epoch, loss
+            self.best_weights = self.model.get_weights()
 
 
 def tensorboard_callbacks(

@@ -661,9 +661,7 @@ class TrialRunner:
         )
         monitor = _TrialMonitor(trial, self.listener, self.deadline)
         checkpoint = self._resume(trial, series, model, monitor)
-        stopper = keras.callbacks.EarlyStopping(
-            MONITOR, mode="max", patience=self.patience, restore_best_weights=True
-        )
+        stopper = recipe.EarlyStopping(MONITOR, self.patience)
         callbacks = [monitor, stopper]
         first_epoch_rungs = self._first_epoch_rungs(trial, cost, checkpoint)
         if first_epoch_rungs is not None:
@@ -713,9 +711,9 @@ class TrialRunner:
             )
         if monitor.stopped_by_budget:
             trial.set_user_attr(TrialAttr.STOPPED_BY_BUDGET, True)
-        scores = [record[MONITOR] for record in monitor.history]
-        value = max(scores)
-        trial.set_user_attr(TrialAttr.BEST_EPOCH, scores.index(value) + 1)
+        value = max(record[MONITOR] for record in monitor.history)
+        # The epoch whose weights the model holds: of tied epochs, the lowest loss.
+        trial.set_user_attr(TrialAttr.BEST_EPOCH, stopper.best_epoch + 1)
         values = [value, *deployment]
         if is_new_best(trial.study, values):
             self.save_model(trial, model)

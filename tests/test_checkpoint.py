@@ -17,6 +17,7 @@ from conftest import ctrl_c_reaches_it, tune_args, write_plugin
 from autodl.browse import trials_frame
 from autodl.checkpoint import Checkpoint, Checkpointer, CheckpointStore, CheckpointUnusable
 from autodl.cli import main
+from autodl.recipe import EarlyStopping
 
 STORAGE = "sqlite:///studies/autodl.db"
 EPOCHS = 6
@@ -227,14 +228,16 @@ def small_model() -> keras.Model:
 def test_a_checkpoint_round_trips_and_refuses_another_model(tmp_path):
     store = CheckpointStore(tmp_path / "checkpoints")
     model = small_model()
-    stopper = keras.callbacks.EarlyStopping(patience=3)
+    stopper = EarlyStopping("val_accuracy", patience=3)
     stopper.wait, stopper.best, stopper.best_epoch, stopper.stopped_epoch = 1, 0.5, 0, 0
+    stopper.best_loss = 0.25
     saved = Checkpoint.capture(model, [stopper], 2, [{"epoch": 1}, {"epoch": 2}], 9)
     store.save(4, saved)
     assert store.series() == [4] and store.epoch(4) == 2
     loaded = store.load(4)
     assert loaded.history == saved.history and loaded.data_seed == 9
-    assert loaded.callbacks == [{"wait": 1, "stopped_epoch": 0, "best": 0.5, "best_epoch": 0}]
+    assert loaded.callbacks == [{"wait": 1, "stopped_epoch": 0, "best": 0.5, "best_epoch": 0,
+                                 "best_loss": 0.25}]
     for a, b in zip(loaded.model + loaded.optimizer, saved.model + saved.optimizer, strict=True):
         np.testing.assert_array_equal(a, b)
     loaded.check_fits(small_model())

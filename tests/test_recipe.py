@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 import pytest
 
 from autodl.config import LR_SCHEDULES
-from autodl.recipe import learning_rate, plateau_callbacks
+from autodl.recipe import EarlyStopping, learning_rate, plateau_callbacks
 
 RATE = 0.1
 
@@ -67,3 +68,36 @@ def test_plateau_callback_only_when_chosen_with_its_factor_and_patience():
     )
     assert isinstance(callback, keras.callbacks.ReduceLROnPlateau)
     assert (callback.monitor, callback.factor, callback.patience) == ("val_loss", 0.5, 3)
+
+
+def run_epochs(stopper, model, scripted):
+    """Feed ``stopper`` epochs of (val_accuracy, val_loss); epoch i's weights are all i."""
+    stopper.set_model(model)
+    model.stop_training = False
+    stopper.on_train_begin()
+    for epoch, (accuracy, loss) in enumerate(scripted):
+        model.set_weights([np.full_like(w, epoch) for w in model.get_weights()])
+        stopper.on_epoch_end(epoch, {"val_accuracy": accuracy, "val_loss": loss})
+        if model.stop_training:
+            break
+    stopper.on_train_end()
+    return epoch
+
+
+def test_early_stopping_keeps_the_tied_epoch_of_lowest_loss_without_training_longer():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    # Tied at 0.75 in epochs 1, 3 and 4; epoch 3 has the lowest loss. Patience counts
+    # from epoch 1, the first at 0.75: the ties do not extend training.
+    scripted = [(0.5, 0.9), (0.75, 0.8), (0.6, 0.7), (0.75, 0.5), (0.75, 0.6), (0.9, 0.1)]
+    ours = EarlyStopping("val_accuracy", patience=3)
+    assert run_epochs(ours, model, scripted) == 4
+    assert (ours.best, ours.best_epoch, ours.best_loss) == (0.75, 3, 0.5)
+    assert all((w == 3).all() for w in model.get_weights())
+    # Keras's own keeps the first of the tied epochs.
+    theirs = keras.callbacks.EarlyStopping("val_accuracy", mode="max", patience=3,
+                                           restore_best_weights=True)
+    assert run_epochs(theirs, model, scripted) == 4
+    assert theirs.best_epoch == 1 and all((w == 1).all() for w in model.get_weights())
+    # A higher value is kept whatever its loss.
+    assert run_epochs(ours, model, [(0.5, 0.1), (0.6, 2.0), (0.6, 3.0)]) == 2
+    assert (ours.best_epoch, ours.best_loss) == (1, 2.0)

@@ -103,6 +103,31 @@ def test_runner_records_history_and_saves_only_new_bests(splits):
     assert 1 <= first.user_attrs["best_epoch"] <= 3
 
 
+class ScriptedEpochs(Explosive):
+    """Its fit reports scripted validation results instead of training: each epoch sets
+    every weight to its epoch number, so the model shows which epoch's weights it holds."""
+
+    #: (val_accuracy, val_loss) of epochs 1-3: epochs 1 and 3 tie, epoch 3 of lower loss.
+    EPOCHS = [(0.75, 0.8), (0.5, 0.9), (0.75, 0.6)]
+
+    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        callbacks = keras.callbacks.CallbackList(callbacks, model=model)
+        callbacks.on_train_begin()
+        for epoch, (accuracy, loss) in enumerate(self.EPOCHS):
+            callbacks.on_epoch_begin(epoch)
+            model.set_weights([np.full_like(w, epoch + 1) for w in model.get_weights()])
+            callbacks.on_epoch_end(epoch, {"loss": loss, "accuracy": accuracy,
+                                           "val_loss": loss, "val_accuracy": accuracy})
+        callbacks.on_train_end()
+
+
+def test_of_tied_epochs_the_trial_keeps_and_records_the_one_of_lowest_loss(splits):
+    study, saved, _ = run(ScriptedEpochs(), splits, [{"explode": False}])
+    (trial,) = study.trials
+    assert trial.value == 0.75 and trial.user_attrs["best_epoch"] == 3
+    assert all((w == 3).all() for w in saved[0].get_weights())
+
+
 def test_a_trial_the_budget_stops_completes_with_its_epochs_and_says_so(splits):
     adam = {"explode": False, "optimizer": "adam", "learning_rate": 0.01}
     # The budget's end has passed: the trial keeps its first epoch, not the other two.
