@@ -104,8 +104,11 @@ def test_runner_records_history_and_saves_only_new_bests(splits):
 
 
 class ScriptedEpochs(Explosive):
-    """Its fit reports scripted validation results instead of training: each epoch sets
-    every weight to its epoch number, so the model shows which epoch's weights it holds."""
+    """Its fit reports scripted validation results instead of training.
+
+    Each epoch sets every weight to its epoch number, so the model shows which epoch's
+    weights it holds.
+    """
 
     #: (val_accuracy, val_loss) of epochs 1-3: epochs 1 and 3 tie, epoch 3 of lower loss.
     EPOCHS = [(0.75, 0.8), (0.5, 0.9), (0.75, 0.6)]
