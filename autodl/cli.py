@@ -222,7 +222,7 @@ class Tune(Command):
                             "judge")
         parser.add_argument("--sampler", help=_choices(SAMPLERS))
         parser.add_argument("--space", metavar="FILE", help="study config file (TOML), "
-                            "e.g. studies/example.toml")
+                            "e.g. examples/example.toml")
         parser.add_argument("--set", action="append", metavar="NAME=VALUE",
                             help="fix or narrow a hyperparameter, e.g. --set optimizer=adam "
                             "--set 'batch_size=[32,64]' (repeatable)")

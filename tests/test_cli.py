@@ -377,7 +377,7 @@ def test_ctrl_c_fails_the_running_trial_prints_the_summary_and_exits_130(in_tmp,
 def test_the_guide_preset_runs_the_guides_network(in_tmp, tiny_npz):
     import tomllib
 
-    preset = REPO / "studies" / "guide-mlp.toml"
+    preset = REPO / "examples" / "guide-mlp.toml"
     assert main(["tune", "--space", str(preset), "--trials", "1", "--dataset",
                  f"npz:{tiny_npz}", "--epochs", "1", "--seed", "1"]) == 0
     trial = load("mlp-npz").trials[0]

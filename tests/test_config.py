@@ -390,9 +390,7 @@ batch_size = [32, 64]
 
 
 def test_the_example_study_file_loads():
-    example = Path(__file__).resolve().parents[1] / "studies" / "example.toml"
-    if not example.is_file():
-        pytest.skip("no studies/example.toml")
+    example = Path(__file__).resolve().parents[1] / "examples" / "example.toml"
     config = load_config({}, str(example))
     assert config.arch and config.space.overrides
     for name in set(config.space.overrides) & set(TRAINING_SPACE):
@@ -659,7 +657,7 @@ def test_the_guide_preset_fixes_the_guides_mnist_recipe():
     from autodl.registry import find, instantiate
     from autodl.trial import dry_build
 
-    config = load_config({}, str(Path(__file__).resolve().parents[1] / "studies" /
+    config = load_config({}, str(Path(__file__).resolve().parents[1] / "examples" /
                                  "guide-mlp.toml"))
     assert (config.arch, config.dataset, config.epochs, config.patience) == (
         "mlp", "mnist", 20, 5)
