@@ -20,6 +20,7 @@ from autodl.datasets import Dataset, make_splits
 from autodl.hyperparameters import OptunaHyperParameters
 from autodl.objectives import ACCURACY
 from autodl.pruners import PRUNERS
+from autodl.samplers import SAMPLERS
 from autodl.storage import TrialAttr
 from autodl.trial import TrialRunner, build_model, declare_training, dry_build
 
@@ -121,6 +122,19 @@ def test_every_trial_records_its_cost_and_a_dear_one_is_pruned_untrained(splits)
     assert dear.constraints["cost"] > 0
     # A repeated dear configuration costs a build, not training.
     assert (again.datetime_complete - again.datetime_start).total_seconds() < 1.0
+
+
+def test_the_default_sampler_does_not_suggest_a_known_too_costly_configuration_again(splits):
+    # Optuna's TPE draws its first 10 trials at random; from then on it models the study,
+    # and the cost constraint the runner records must keep it off the dear width.
+    startup = 10
+    study = optuna.create_study(direction="maximize", sampler=SAMPLERS["tpe"](0, (ACCURACY,)))
+    study.enqueue_trial({"width": 1024})
+    study.optimize(_runner(splits), n_trials=startup + 6)
+    dear = [t for t in study.trials if t.params["width"] == 1024]
+    assert dear[0].number == 0 and all(
+        t.state == optuna.trial.TrialState.PRUNED and t.constraints["cost"] > 0 for t in dear)
+    assert [t.number for t in dear if t.number >= startup] == []
 
 
 def test_a_dear_trial_is_judged_and_stopped_inside_its_first_epoch(splits):
