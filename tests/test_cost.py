@@ -126,7 +126,7 @@ def test_every_trial_records_its_cost_and_a_dear_one_is_pruned_untrained(splits)
 
 def test_the_default_sampler_does_not_suggest_a_known_too_costly_configuration_again(splits):
     # Optuna's TPE draws its first 10 trials at random; from then on it models the study,
-    # and the cost constraint the runner records must keep it off the dear width.
+    # and the dear width, pruned untrained with its cost constraint, must stay behind it.
     startup = 10
     study = optuna.create_study(direction="maximize", sampler=SAMPLERS["tpe"](0, (ACCURACY,)))
     study.enqueue_trial({"width": 1024})
